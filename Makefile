@@ -1,0 +1,72 @@
+# pgfleet.core: one entry point for the lab fleet and every test layer.
+# Run as root on a Debian 12 host. `make lab` then `make test`; `make help` lists the rest.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV      := $(CURDIR)/.venv
+LAB       := $(CURDIR)/.lab
+PY        := $(VENV)/bin/python
+BIN       := $(VENV)/bin
+COLL_LINK := $(LAB)/collections/ansible_collections/pgfleet/core
+
+export CONTAINERS_CONF   := $(CURDIR)/lab/containers.conf
+export PGFLEET_LAB_DIR   := $(LAB)
+export ANSIBLE_CONFIG    := $(CURDIR)/ansible.cfg
+export ANSIBLE_FORCE_COLOR ?= 0
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help prereqs venv image lab lab-destroy test lint sanity unit integration molecule clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+prereqs: ## check root/podman and apt-install host packages
+	@bash lab/prereqs.sh
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(COLL_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn $(CURDIR) $@
+
+venv: $(VENV)/.installed $(COLL_LINK) ## the pinned Python toolchain in .venv
+
+image: prereqs ## build the lab's Debian 12 systemd image (cached)
+	@bash lab/build-image.sh
+
+lab: prereqs venv image ## start the lab fleet and converge it with site.yml
+	@start=$$(date +%s)
+	ansible-playbook lab/fleet.yml
+	ansible-playbook playbooks/site.yml
+	bash lab/connect-info.sh
+	echo "pgfleet: lab converged in $$(( $$(date +%s) - start )) s"
+
+lab-destroy: ## remove the lab fleet's containers and network
+	@if [ -x $(BIN)/ansible-playbook ]; then ansible-playbook lab/fleet.yml -e lab_state=absent; fi
+
+test: prereqs venv image lint sanity unit integration molecule ## every test layer
+	@echo "pgfleet: all test layers passed"
+
+lint: venv ## ansible-lint, production profile
+	ansible-lint --profile production
+
+sanity: venv ## ansible-test sanity on the built collection
+	bash tests/sanity.sh
+
+unit: venv ## pytest unit tests
+	pytest tests/unit
+
+integration: prereqs venv ## pytest against real PostgreSQL clusters on this host
+	pytest tests/integration
+
+molecule: prereqs venv image ## converge, idempotence, --check and verify a container fleet
+	molecule test --all
+
+clean: lab-destroy ## lab-destroy, then remove .venv and .lab
+	rm -rf $(VENV) $(LAB)

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds the lab's Debian 12 systemd image with debootstrap (no registry is needed) and
+# imports it into podman. The image is a bare host: PostgreSQL and the rest are installed
+# by the roles, as on a real fleet. Rebuilt only when this recipe changes.
+set -euo pipefail
+
+image=${PGFLEET_LAB_IMAGE:-localhost/pgfleet-lab:bookworm}
+recipe=$(sha256sum "$0" | cut -c1-16)
+
+if [ "$(podman image inspect --format '{{ index .Labels "pgfleet.recipe" }}' "$image" 2>/dev/null)" = "$recipe" ]; then
+  exit 0
+fi
+
+# The Debian mirror this host's apt already uses (deb822 or one-line format).
+mirror=$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -n1 || true)
+[ -n "$mirror" ] || mirror=$(grep -hsE '^deb ' /etc/apt/sources.list | awk '{print $2}' | grep -v security | head -n1 || true)
+mirror=${mirror:-http://deb.debian.org/debian}
+security=${mirror%/debian}/debian-security
+
+rootfs=$(mktemp -d /var/tmp/pgfleet-rootfs.XXXXXX)
+trap 'rm -rf "$rootfs"' EXIT
+echo "pgfleet: building $image from $mirror (about a minute)"
+debootstrap --variant=minbase \
+  --include=python3,python3-apt,systemd,systemd-sysv,dbus,iproute2,procps,sudo,ca-certificates,gnupg,acl,locales \
+  bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+  || { tail -n 20 "$rootfs.log" >&2; echo "pgfleet: debootstrap failed (log above)" >&2; exit 1; }
+rm -f "$rootfs.log"
+
+cat >"$rootfs/etc/apt/sources.list" <<SOURCES
+deb $mirror bookworm main
+deb $mirror bookworm-updates main
+deb $security bookworm-security main
+SOURCES
+# A container has no consoles or kernel modules to manage; these units only fail there.
+for unit in getty.target console-getty.service systemd-modules-load.service \
+            systemd-remount-fs.service sys-kernel-config.mount sys-kernel-debug.mount; do
+  ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
+done
+echo "en_US.UTF-8 UTF-8" >"$rootfs/etc/locale.gen"
+chroot "$rootfs" locale-gen >/dev/null
+echo 'LANG=C.UTF-8' >"$rootfs/etc/default/locale"
+rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
+# Empty package lists must look stale, or apt's cache_valid_time would trust them.
+touch -d '2000-01-01' "$rootfs/var/lib/apt/lists"
+
+tar -C "$rootfs" -c . | podman import --quiet \
+  --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' \
+  --change "LABEL pgfleet.recipe=$recipe" - "$image" >/dev/null
+echo "pgfleet: image $image ready"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Prints how to reach the converged lab fleet (the primary and each replica).
+set -euo pipefail
+inv=$(ansible-inventory --list)
+group() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join(d.get(sys.argv[1],{}).get("hosts",[])))' "$1" <<<"$inv"; }
+echo
+echo "The lab fleet is up. Connect with:"
+for h in $(group postgres_primary); do
+  echo "  podman exec -it $h sudo -u postgres psql          # primary ($h)"
+done
+for h in $(group postgres_replicas); do
+  echo "  podman exec -it $h sudo -u postgres psql          # read-only replica ($h)"
+done
+echo "Remove it all with: make lab-destroy"

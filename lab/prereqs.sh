@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the lab fleet and the tests need on a Debian 12 host, and stops with a
+# clear message (not a stack trace) when the host cannot run them.
+set -euo pipefail
+
+die() { echo "pgfleet: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root: the lab starts rootful podman containers and PostgreSQL clusters (try: sudo make lab)"
+command -v apt-get >/dev/null || die "apt-get not found: the lab needs a Debian 12 (bookworm) host"
+. /etc/os-release
+[ "${VERSION_CODENAME:-}" = bookworm ] || echo "pgfleet: warning: tested on Debian 12 (bookworm), this is ${PRETTY_NAME:-unknown}" >&2
+
+# Host packages: podman + runc for the fleet, debootstrap for the image, PostgreSQL 15
+# for the integration tests' throwaway clusters. Debian's postgresql package would create
+# and start a 'main' cluster; the tests start their own, so switch that off first.
+packages=(podman runc debootstrap netavark aardvark-dns python3-venv
+          postgresql-common postgresql-15 postgresql-client-15 acl git make)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "pgfleet: installing ${missing[*]}"
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/pgfleet-tests.conf
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || die "apt-get update failed: check the host's Debian mirror"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+fi
+
+# Podman must be able to run a container here (cgroups, namespaces, overlay storage).
+podman info >/dev/null 2>&1 || die "podman cannot run on this host: 'podman info' failed ($(podman info 2>&1 | tail -n1))"
