@@ -7,14 +7,16 @@ die() { echo "pgfleet: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root: the lab starts rootful podman containers and PostgreSQL clusters (try: sudo make lab)"
 command -v apt-get >/dev/null || die "apt-get not found: the lab needs a Debian 12 (bookworm) host"
+# shellcheck disable=SC1091 # a system file, read for its variables
 . /etc/os-release
 [ "${VERSION_CODENAME:-}" = bookworm ] || echo "pgfleet: warning: tested on Debian 12 (bookworm), this is ${PRETTY_NAME:-unknown}" >&2
 
 # Host packages: podman + runc for the fleet, debootstrap for the image, PostgreSQL 15
-# for the integration tests' throwaway clusters. Debian's postgresql package would create
-# and start a 'main' cluster; the tests start their own, so switch that off first.
+# for the integration tests' throwaway clusters, shellcheck for ansible-test sanity.
+# Debian's postgresql package would create and start a 'main' cluster; the tests start
+# their own, so switch that off first.
 packages=(podman runc debootstrap netavark aardvark-dns python3-venv
-          postgresql-common postgresql-15 postgresql-client-15 acl git make)
+          postgresql-common postgresql-15 postgresql-client-15 acl git make shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

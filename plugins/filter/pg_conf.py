@@ -10,7 +10,8 @@ short_description: Render a value as postgresql.conf expects it
 version_added: 0.1.0
 description:
   - Booleans become C(on)/C(off), integers and floats stay bare, anything else is a
-    single-quoted string with embedded single quotes doubled.
+    single-quoted string. PostgreSQL's configuration parser reads backslash escapes
+    inside quotes, so backslashes are doubled, and so are single quotes.
 options:
   _input:
     description: The value of one postgresql.conf parameter.
@@ -43,7 +44,7 @@ def pg_conf_value(value):
     if isinstance(value, str):
         if "\n" in value or "\r" in value or "\0" in value:
             raise AnsibleFilterError("pg_conf_value: a postgresql.conf value cannot contain a line break or NUL: %r" % value)
-        return "'" + value.replace("'", "''") + "'"
+        return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
     raise AnsibleFilterError("pg_conf_value: unsupported value %r of type %s" % (value, type(value).__name__))
 
 
