@@ -50,8 +50,19 @@ lab: prereqs venv image ## start the lab fleet and converge it with site.yml
 lab-destroy: ## remove the lab fleet's containers and network
 	@if [ -x $(BIN)/ansible-playbook ]; then ansible-playbook lab/fleet.yml -e lab_state=absent; fi
 
-test: prereqs venv image lint sanity unit integration molecule ## every test layer
-	@echo "pgfleet: all test layers passed"
+LAYERS := lint sanity unit integration molecule
+
+# Runs every layer even after one fails, then prints a tally and fails if any did.
+test: prereqs venv image ## every test layer: lint, sanity, unit, integration, molecule
+	@passed=0; failed=0; failures=""; start=$$(date +%s)
+	for layer in $(LAYERS); do
+	  echo "=== pgfleet: $$layer"; t=$$(date +%s)
+	  if $(MAKE) --no-print-directory $$layer; then passed=$$((passed+1)); r=passed; else failed=$$((failed+1)); failures="$$failures $$layer"; r=FAILED; fi
+	  echo "=== pgfleet: $$layer $$r in $$(( $$(date +%s) - t )) s"
+	done
+	echo "pgfleet: test layers took $$(( $$(date +%s) - start )) s${failures:+; failed:$$failures}"
+	echo "layers: $$passed passed, $$failed failed"
+	[ $$failed -eq 0 ]
 
 lint: venv ## ansible-lint, production profile
 	ansible-lint --profile production
