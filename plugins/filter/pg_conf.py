@@ -17,7 +17,7 @@ options:
     description: The value of one postgresql.conf parameter.
     type: raw
     required: true
-author: pgfleet developers
+author: pgfleet developers (@pgfleet)
 """
 
 EXAMPLES = r"""

@@ -1,0 +1,99 @@
+# Copyright: pgfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one PostgreSQL connection layer of pgfleet's modules.
+
+Connection options shared by every SQL module, a connection that records every
+statement it runs (returned to the user as `queries`), and identifier helpers that
+only ever quote through psycopg2.sql.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
+
+try:
+    import psycopg2
+    from psycopg2 import sql
+    PSYCOPG2_IMPORT_ERROR = None
+except ImportError:  # pragma: no cover - reported by fail_json below
+    psycopg2 = sql = None
+    PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
+
+
+def postgres_argument_spec():
+    """Connection options; mirrored by the pgfleet.core.postgres doc fragment."""
+    return dict(
+        login_user=dict(type="str", default="postgres"),
+        login_password=dict(type="str", default="", no_log=True),
+        login_host=dict(type="str", default=""),
+        login_unix_socket=dict(type="path", default=""),
+        login_port=dict(type="int", default=5432),
+        login_db=dict(type="str", default="postgres"),
+        ssl_mode=dict(type="str", default="prefer",
+                      choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
+        ssl_rootcert=dict(type="path"),
+        connect_timeout=dict(type="int", default=10),
+    )
+
+
+class Session:
+    """A psycopg2 connection whose statements are recorded for the module's result."""
+
+    def __init__(self, module):
+        if PSYCOPG2_IMPORT_ERROR:
+            module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
+        self.module = module
+        self.queries = []
+        p = module.params
+        kwargs = dict(
+            dbname=p["login_db"], user=p["login_user"], port=p["login_port"],
+            sslmode=p["ssl_mode"], connect_timeout=p["connect_timeout"],
+            application_name="pgfleet.core.%s" % module._name.split(".")[-1],
+        )
+        host = p["login_host"] or p["login_unix_socket"]
+        if host:
+            kwargs["host"] = host
+        if p["login_password"]:
+            kwargs["password"] = p["login_password"]
+        if p["ssl_rootcert"]:
+            kwargs["sslrootcert"] = p["ssl_rootcert"]
+        try:
+            self.conn = psycopg2.connect(**kwargs)
+        except psycopg2.Error as e:
+            # libpq's message names the host and the reason, never the password.
+            module.fail_json(msg="cannot connect to database %r as %r: %s" % (p["login_db"], p["login_user"], str(e).strip()))
+        self.conn.autocommit = False
+        with self.conn.cursor() as cur:
+            # Deterministic text for bounds and expressions read back from the catalog.
+            cur.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'")
+
+    def execute(self, query, params=None, record=True):
+        """Run one statement; record it when it is part of what the module changes."""
+        with self.conn.cursor() as cur:
+            if record:
+                self.queries.append(cur.mogrify(query, params).decode("utf-8"))
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def fetch(self, query, params=None):
+        """A read-only catalog query: run, not recorded."""
+        return self.execute(query, params, record=False)
+
+    def commit(self):
+        self.conn.commit()
+
+    def rollback(self):
+        self.conn.rollback()
+
+    def close(self):
+        try:
+            self.conn.rollback()
+        finally:
+            self.conn.close()
+
+
+def qualified(schema, name):
+    """schema.name, each part quoted as an identifier."""
+    return sql.Identifier(schema, name)
