@@ -17,7 +17,7 @@ export ANSIBLE_CONFIG    := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 0
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help prereqs venv image lab lab-destroy test lint sanity unit integration molecule clean
+.PHONY: help prereqs venv image lab lab-destroy test lint sanity unit integration molecule bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ integration: prereqs venv ## pytest against real PostgreSQL clusters on this hos
 
 molecule: prereqs venv image ## converge, idempotence, --check and verify a container fleet
 	molecule test --all
+
+bench: prereqs venv ## side-by-side measurements that print ratios (not part of make test)
+	python bench/partition_vs_partman.py
 
 clean: lab-destroy ## lab-destroy, then remove .venv and .lab
 	rm -rf $(VENV) $(LAB)

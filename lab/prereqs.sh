@@ -12,11 +12,12 @@ command -v apt-get >/dev/null || die "apt-get not found: the lab needs a Debian 
 [ "${VERSION_CODENAME:-}" = bookworm ] || echo "pgfleet: warning: tested on Debian 12 (bookworm), this is ${PRETTY_NAME:-unknown}" >&2
 
 # Host packages: podman + runc for the fleet, debootstrap for the image, PostgreSQL 15
-# for the integration tests' throwaway clusters, shellcheck for ansible-test sanity.
+# for the integration tests' throwaway clusters (pg_partman for the partition benchmark),
+# shellcheck for ansible-test sanity.
 # Debian's postgresql package would create and start a 'main' cluster; the tests start
 # their own, so switch that off first.
 packages=(podman runc debootstrap netavark aardvark-dns python3-venv
-          postgresql-common postgresql-15 postgresql-client-15 acl git make shellcheck)
+          postgresql-common postgresql-15 postgresql-client-15 postgresql-15-partman acl git make shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -369,8 +369,8 @@ class Partitioner:
                 plan.rows_moved[name] = moved
 
         planned = children + [(rng, None) for rng in ranges if rng not in existing]
-        for rng, name in self.expired(children, current, max(c[0][1] for c in planned) if planned else None):
-            self.retire(plan, parent, name, default_name)
+        newest = max(c[0][1] for c in planned) if planned else None
+        self.retire(plan, parent, [name for _rng, name in self.expired(children, current, newest)], default_name)
         return plan
 
     def check_name(self, name, relnames):
@@ -425,23 +425,34 @@ class Partitioner:
         stmts.append(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(child, check))
         return stmts
 
-    def retire(self, plan, parent, name, default_name):
+    def retire(self, plan, parent, names, default_name):
+        """Detach (then drop, keep or move) the partitions retention removes."""
         p = self.p
-        child = qualified(p["schema"], name)
-        concurrently = p["detach_concurrently"] and default_name is None
-        detach = sql.SQL("ALTER TABLE {} DETACH PARTITION {}{}").format(
-            parent, child, sql.SQL(" CONCURRENTLY" if concurrently else ""))
-        # DETACH CONCURRENTLY cannot run inside a transaction block: its own step.
-        plan.steps.append(("detach-concurrently" if concurrently else "detach", name, [detach]))
-        if p["retention_mode"] == "drop":
-            plan.steps.append(("drop", name, [sql.SQL("DROP TABLE {}").format(child)]))
-            plan.dropped.append(name)
+        if not names:
+            return
+        children = [qualified(p["schema"], name) for name in names]
+        if p["detach_concurrently"] and default_name is None:
+            # DETACH CONCURRENTLY never takes ACCESS EXCLUSIVE on the parent, but cannot
+            # run inside a transaction block: one step each.
+            for name, child in zip(names, children):
+                plan.steps.append(("detach-concurrently", name, [
+                    sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY").format(parent, child)]))
         else:
-            plan.detached.append(name)
+            # A plain DETACH takes ACCESS EXCLUSIVE on the parent: take it once for all of
+            # them, so writers wait one short moment instead of once per partition.
+            plan.steps.append(("detach", ", ".join(names), [
+                sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, child) for child in children]))
+        if p["retention_mode"] == "drop":
+            # A detached table is no longer the parent's: dropping it never blocks writers.
+            for name, child in zip(names, children):
+                plan.steps.append(("drop", name, [sql.SQL("DROP TABLE {}").format(child)]))
+            plan.dropped.extend(names)
+        else:
+            plan.detached.extend(names)
             if p["retention_mode"] == "move":
-                plan.steps.append(("move", name, [
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(p["archive_schema"])),
-                    sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(child, sql.Identifier(p["archive_schema"]))]))
+                archive = sql.Identifier(p["archive_schema"])
+                plan.steps.append(("move", ", ".join(names), [sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(archive)]
+                                   + [sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(c, archive) for c in children]))
 
     # ---- applying it -----------------------------------------------------------------
     def run_step(self, kind, name, statements):
