@@ -12,8 +12,8 @@ command -v apt-get >/dev/null || die "apt-get not found: the lab needs a Debian 
 [ "${VERSION_CODENAME:-}" = bookworm ] || echo "pgfleet: warning: tested on Debian 12 (bookworm), this is ${PRETTY_NAME:-unknown}" >&2
 
 # Host packages: podman + runc for the fleet, debootstrap for the image, PostgreSQL 15
-# for the integration tests' throwaway clusters (pg_partman for the partition benchmark),
-# shellcheck for ansible-test sanity.
+# for the integration tests' throwaway clusters (pg_partman for the partition benchmark);
+# ansible-test sanity runs the shellcheck package.
 # Debian's postgresql package would create and start a 'main' cluster; the tests start
 # their own, so switch that off first.
 packages=(podman runc debootstrap netavark aardvark-dns python3-venv

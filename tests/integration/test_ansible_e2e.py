@@ -67,7 +67,7 @@ def test_check_then_apply_then_nothing_to_do(pg, playbook):
     assert pg.query("SELECT count(*) FROM pg_inherits") == [(4,)]  # default + current + 2 ahead
     assert pg.query("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'documents'") == [(True,)]
 
-    stats, _ = play(playbook)
+    stats = play(playbook)[0]
     assert stats["changed"] == 0 and stats["ok"] == 2
-    stats, _ = play(playbook, "--check", "--diff")
+    stats = play(playbook, "--check", "--diff")[0]
     assert stats["changed"] == 0
