@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import traceback
 
-from ansible.module_utils.basic import missing_required_lib
-
 try:
     import psycopg2
     from psycopg2 import sql
@@ -39,18 +37,21 @@ def postgres_argument_spec():
 
 
 class Session:
-    """A psycopg2 connection whose statements are recorded for the module's result."""
+    """A psycopg2 connection whose statements are recorded for the module's result.
 
-    def __init__(self, module):
+    PARAMS are the postgres_argument_spec options; FAIL(msg) reports an error and does
+    not return. No Ansible import here: the host-side partition runner uses it too.
+    """
+
+    def __init__(self, params, fail, application_name):
         if PSYCOPG2_IMPORT_ERROR:
-            module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
-        self.module = module
+            fail("psycopg2 is required on this host (Debian package python3-psycopg2)")
         self.queries = []
-        p = module.params
+        p = params
         kwargs = dict(
             dbname=p["login_db"], user=p["login_user"], port=p["login_port"],
             sslmode=p["ssl_mode"], connect_timeout=p["connect_timeout"],
-            application_name="pgfleet.core.%s" % module._name.split(".")[-1],
+            application_name=application_name,
         )
         host = p["login_host"] or p["login_unix_socket"]
         if host:
@@ -63,11 +64,19 @@ class Session:
             self.conn = psycopg2.connect(**kwargs)
         except psycopg2.Error as e:
             # libpq's message names the host and the reason, never the password.
-            module.fail_json(msg="cannot connect to database %r as %r: %s" % (p["login_db"], p["login_user"], str(e).strip()))
+            fail("cannot connect to database %r as %r: %s" % (p["login_db"], p["login_user"], str(e).strip()))
         self.conn.autocommit = False
         with self.conn.cursor() as cur:
             # Deterministic text for bounds and expressions read back from the catalog.
             cur.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'")
+
+    @classmethod
+    def for_module(cls, module):
+        if PSYCOPG2_IMPORT_ERROR:
+            from ansible.module_utils.basic import missing_required_lib
+            module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
+        return cls(module.params, lambda msg: module.fail_json(msg=msg),
+                   "pgfleet.core.%s" % module._name.split(".")[-1])
 
     def execute(self, query, params=None, record=True):
         """Run one statement; record it when it is part of what the module changes."""

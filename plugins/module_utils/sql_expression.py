@@ -19,6 +19,22 @@ def _is_ident_char(c):
     return c.isalnum() or c in "_$" or ord(c) >= 0x80
 
 
+def _closing_quote(text, i, backslash_escapes):
+    """Index of the quote that closes the one at I (doubled quotes stay inside), or -1."""
+    quote, n = text[i], len(text)
+    i += 1
+    while i < n:
+        if backslash_escapes and text[i] == "\\":
+            i += 2
+        elif text[i] == quote and i + 1 < n and text[i + 1] == quote:
+            i += 2
+        elif text[i] == quote:
+            return i
+        else:
+            i += 1
+    return -1
+
+
 def expression_error(text):
     """Return why TEXT is not a single self-contained SQL expression, or None."""
     if text is None or not text.strip():
@@ -28,32 +44,11 @@ def expression_error(text):
     while i < n:
         c = text[i]
         nxt = text[i + 1] if i + 1 < n else ""
-        if c == "'":
-            escapes = i > 0 and text[i - 1] in "eE" and (i < 2 or not _is_ident_char(text[i - 2]))
-            i += 1
-            while True:
-                if i >= n:
-                    return "a string literal is not closed"
-                if escapes and text[i] == "\\":
-                    i += 2
-                    continue
-                if text[i] == "'":
-                    if i + 1 < n and text[i + 1] == "'":
-                        i += 2
-                        continue
-                    break
-                i += 1
-        elif c == '"':
-            i += 1
-            while True:
-                if i >= n:
-                    return "a quoted identifier is not closed"
-                if text[i] == '"':
-                    if i + 1 < n and text[i + 1] == '"':
-                        i += 2
-                        continue
-                    break
-                i += 1
+        if c in "'\"":
+            escapes = c == "'" and i > 0 and text[i - 1] in "eE" and (i < 2 or not _is_ident_char(text[i - 2]))
+            i = _closing_quote(text, i, escapes)
+            if i < 0:
+                return "a string literal is not closed" if c == "'" else "a quoted identifier is not closed"
         elif c == "$" and not (i > 0 and _is_ident_char(text[i - 1])):
             m = _DOLLAR_TAG.match(text, i)
             if m:

@@ -272,7 +272,7 @@ def main():
     p = module.params
     validate(module)
 
-    session = Session(module)
+    session = Session.for_module(module)
     try:
         table = read_table(session, p["schema"], p["table"])
         if table is None:

@@ -60,6 +60,13 @@ class PgCluster:
         )
         return self
 
+    def init_standby_of(self, primary: "PgCluster") -> "PgCluster":
+        """A streaming standby of PRIMARY, cloned with pg_basebackup over its socket."""
+        self._as_postgres(f"{self.bindir}/pg_basebackup", "-h", primary.socket_dir, "-p", str(primary.port),
+                          "-U", "postgres", "-D", self.datadir, "-R", "-X", "stream", "-c", "fast")
+        self.append_conf(f"port = {self.port}\nunix_socket_directories = '{self.socket_dir}'\n")
+        return self
+
     def append_conf(self, text: str) -> None:
         with open(os.path.join(self.datadir, "postgresql.conf"), "a", encoding="utf-8") as f:
             f.write(text)

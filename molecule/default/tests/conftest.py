@@ -1,12 +1,15 @@
 """Fixtures that reach the converged fleet through Molecule's own inventory."""
 
+import json
 import os
+import subprocess
 import time
 
 import pytest
 import testinfra
 
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE")
+SCENARIO = os.environ.get("MOLECULE_SCENARIO_DIRECTORY", os.path.dirname(os.path.dirname(__file__)))
 
 
 def hosts_of(group):
@@ -39,3 +42,18 @@ def primary():
 @pytest.fixture(scope="session")
 def replicas():
     return hosts_of("postgres_replicas")
+
+
+def converge(*args):
+    """Run the scenario's converge playbook (site.yml); return its JSON report."""
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run(["ansible-playbook", "-i", INVENTORY, os.path.join(SCENARIO, "converge.yml"), *args],
+                          env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return json.loads(proc.stdout)
+
+
+def changed_tasks(report):
+    return [f"{host}: {task['task']['name']}"
+            for play in report["plays"] for task in play["tasks"]
+            for host, result in task["hosts"].items() if result.get("changed")]
