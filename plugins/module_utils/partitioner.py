@@ -40,7 +40,7 @@ WHERE i.inhparent = %s
 
 class Plan:
     def __init__(self):
-        self.steps = []  # (kind, name, [statements] or callable)
+        self.steps = []  # (kind, name, [statements]); a ('move', statement) tuple repeats in batches
         self.created, self.detached, self.dropped, self.rows_moved = [], [], [], {}
 
 
@@ -181,6 +181,9 @@ class Partitioner:
         self.read_parent()
         children, default, pending = self.read_children()
         ranges, current = self.desired_ranges(children)
+        if self.keep_count is not None:  # never create what retention would remove at once
+            too_old = set([r for r in ranges if r[0] <= current][:-self.keep_count])
+            ranges = [r for r in ranges if r not in too_old]
         parent = qualified(p["schema"], p["table"])
         plan = Plan()
         existing = dict(children)

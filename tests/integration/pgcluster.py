@@ -8,6 +8,7 @@ directory, which only root and postgres can reach.
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -49,9 +50,18 @@ class PgCluster:
     def _as_postgres(self, *argv: str) -> subprocess.CompletedProcess:
         return subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True, check=True)
 
+    _template = None  # one initdb per test process; each cluster starts from a copy of it
+
     def init(self) -> "PgCluster":
-        self._as_postgres(f"{self.bindir}/initdb", "-D", self.datadir, "--data-checksums",
-                          "--auth-local=trust", "--auth-host=scram-sha-256", "-U", "postgres")
+        if PgCluster._template is None:
+            template = tempfile.mkdtemp(prefix="pgfleet-template-", dir="/var/tmp")
+            pw = pwd.getpwnam("postgres")
+            os.chown(template, pw.pw_uid, pw.pw_gid)
+            self._as_postgres(f"{self.bindir}/initdb", "-D", os.path.join(template, "data"), "--data-checksums",
+                              "--auth-local=trust", "--auth-host=scram-sha-256", "-U", "postgres")
+            atexit.register(shutil.rmtree, template, True)
+            PgCluster._template = os.path.join(template, "data")
+        subprocess.run(["cp", "-a", PgCluster._template, self.datadir], check=True)
         self.append_conf(
             f"port = {self.port}\n"
             f"unix_socket_directories = '{self.socket_dir}'\n"

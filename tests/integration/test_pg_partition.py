@@ -119,6 +119,12 @@ def test_retention_count_detach_and_move(db):
     assert db.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'archive'") == [(2,)]
 
 
+def test_retention_count_never_creates_what_it_would_remove(db):
+    result = part(db, start=f"{month_start(now_utc(), -24):%Y-%m-%d}", premake=1, retention="3")
+    assert result["created"] == month_names("messages", -2, 1)
+    assert result["dropped"] == [] and result["detached"] == []
+
+
 def test_newest_partition_is_never_removed(db):
     db.query("CREATE TABLE messages_old PARTITION OF messages FOR VALUES FROM ('2001-01-01') TO ('2001-02-01')")
     result = part(db, table="messages", premake=0, retention="1 day", start="2001-01-01", check=True)
