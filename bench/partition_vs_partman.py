@@ -132,10 +132,11 @@ def p99(values):
 
 
 def main():
-    pg = PgCluster().init()
-    pg.append_conf("shared_buffers = '256MB'\nmax_wal_size = '2GB'\n")
-    pg.start()
+    pg = PgCluster()
     try:
+        pg.init()
+        pg.append_conf("shared_buffers = '256MB'\nmax_wal_size = '2GB'\n")
+        pg.start()
         pg.query("CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman")
         version = pg.query("SELECT extversion FROM pg_extension WHERE extname = 'pg_partman'")[0][0]
         results = {"pgfleet": {"setup": [], "maint": [], "lat": [], "max": [], "err": 0},

@@ -9,9 +9,9 @@ def pg_factory():
     clusters = []
 
     def make(**kw):
-        cluster = PgCluster(**kw).init().start()
-        clusters.append(cluster)
-        return cluster
+        cluster = PgCluster(**kw)
+        clusters.append(cluster)  # removed afterwards even if it fails to start
+        return cluster.init().start()
 
     yield make
     for cluster in clusters:
@@ -26,6 +26,8 @@ def pg(pg_factory):
 @pytest.fixture(scope="module")
 def pg_module():
     """One cluster shared by the tests of a module (for many small cases, e.g. hypothesis)."""
-    cluster = PgCluster().init().start()
-    yield cluster
-    cluster.destroy()
+    cluster = PgCluster()
+    try:
+        yield cluster.init().start()
+    finally:
+        cluster.destroy()

@@ -65,8 +65,9 @@ def test_runner_maintains_the_primary_and_reports_failures(lib_dir, pg):
 def test_runner_does_nothing_on_a_standby(lib_dir, pg):
     pg.query("CREATE TABLE messages (created_at timestamptz NOT NULL) PARTITION BY RANGE (created_at)")
 
-    standby = PgCluster().init_standby_of(pg).start()
+    standby = PgCluster()
     try:
+        standby.init_standby_of(pg).start()
         proc = run_runner(lib_dir, standby, [{"db": "postgres", "table": "messages", "interval": "month"}])
         assert proc.returncode == 0, proc.stderr
         assert "standby" in json.loads(proc.stdout)["skipped"]
