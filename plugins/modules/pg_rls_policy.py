@@ -152,6 +152,14 @@ def read_policies(session, oid, exclude=PROBE):
     return out
 
 
+def by_name(policies):
+    return sorted(policies.values(), key=lambda x: x["name"])
+
+
+def drop_policy(name, target):
+    return sql.SQL("DROP POLICY {} ON {}").format(sql.Identifier(name), target)
+
+
 def rls_state(enabled, forced):
     return "forced" if enabled and forced else ("enabled" if enabled else "disabled")
 
@@ -214,41 +222,41 @@ def validate(module):
 
 
 def plan(session, module, target, oid, current):
-    """Statements that make the table's policies match the task, in order."""
+    """Statements that make the table's policies match the task, in order, and the
+    declared policies in the server's stored form (by name)."""
     p = module.params
-    statements = []
+    statements, wanted = [], {}
     declared = {pol["name"]: pol for pol in p["policies"]}
     for name, pol in declared.items():
         have = current.get(name)
         if pol["state"] == "absent":
             if have:
-                statements.append(sql.SQL("DROP POLICY {} ON {}").format(sql.Identifier(name), target))
+                statements.append(drop_policy(name, target))
             continue
-        want = normalise(session, module, target, oid, pol)
+        want = wanted[name] = normalise(session, module, target, oid, pol)
         if have is None:
             statements.append(policy_sql("CREATE", name, target, pol))
         elif (have["command"], have["permissive"]) != (want["command"], want["permissive"]) or \
                 (have["using"] is not None and want["using"] is None) or \
                 (have["with_check"] is not None and want["with_check"] is None):
-            statements.append(sql.SQL("DROP POLICY {} ON {}").format(sql.Identifier(name), target))
+            statements.append(drop_policy(name, target))
             statements.append(policy_sql("CREATE", name, target, pol))
         elif have != want:
             statements.append(policy_sql("ALTER", name, target, pol))
     if p["exclusive"]:
         for name in sorted(set(current) - set(declared)):
-            statements.append(sql.SQL("DROP POLICY {} ON {}").format(sql.Identifier(name), target))
-    return statements
+            statements.append(drop_policy(name, target))
+    return statements, wanted
 
 
-def predict(session, module, target, oid, current):
-    """The policies check mode expects after the run, in the server's stored form."""
+def predict(module, current, wanted):
+    """The policies check mode expects after the run."""
     p = module.params
     after = {} if p["exclusive"] else dict(current)
     for pol in p["policies"]:
         after.pop(pol["name"], None)
-        if pol["state"] == "present":
-            after[pol["name"]] = normalise(session, module, target, oid, pol)
-    return sorted(after.values(), key=lambda x: x["name"])
+    after.update(wanted)
+    return by_name(after)
 
 
 def main():
@@ -282,7 +290,7 @@ def main():
             module.fail_json(msg="%s.%s is not a table (relkind %r)" % (p["schema"], p["table"], relkind))
         target = qualified(p["schema"], p["table"])
         before_policies = read_policies(session, oid)
-        before = dict(rls=rls_state(enabled, forced), policies=sorted(before_policies.values(), key=lambda x: x["name"]))
+        before = dict(rls=rls_state(enabled, forced), policies=by_name(before_policies))
 
         statements = []
         want_enabled, want_forced = p["rls"] != "disabled", p["rls"] == "forced"
@@ -292,19 +300,20 @@ def main():
         if want_forced != forced:
             statements.append(sql.SQL("ALTER TABLE {} {} ROW LEVEL SECURITY").format(
                 target, sql.SQL("FORCE" if want_forced else "NO FORCE")))
-        statements += plan(session, module, target, oid, before_policies)
+        policy_statements, wanted = plan(session, module, target, oid, before_policies)
+        statements += policy_statements
 
         if not statements:
             after = before
         elif module.check_mode:
-            after = dict(rls=p["rls"], policies=predict(session, module, target, oid, before_policies))
-            session.queries.extend(session.conn.cursor().mogrify(st).decode("utf-8") for st in statements)
+            after = dict(rls=p["rls"], policies=predict(module, before_policies, wanted))
+            session.queries.extend(st.as_string(session.conn) for st in statements)
         else:
             for statement in statements:
                 session.execute(statement)
             row = read_table(session, p["schema"], p["table"])
             after = dict(rls=rls_state(row[1], row[2]),
-                         policies=sorted(read_policies(session, oid).values(), key=lambda x: x["name"]))
+                         policies=by_name(read_policies(session, oid)))
             session.commit()
     except psycopg2.Error as e:
         session.rollback()
