@@ -94,7 +94,8 @@ class Partitioner:
         return children, default, pending
 
     # ---- what should exist ---------------------------------------------------------
-    def server_value(self, query, params):
+    def server_value(self, query, params, refusal):
+        """Let the server judge a user value; on error fail with REFUSAL and its message."""
         try:
             self.session.fetch("SAVEPOINT pgfleet_value")
             value = self.session.fetch(query, params)[0][0]
@@ -102,7 +103,7 @@ class Partitioner:
             return value
         except psycopg2.Error as e:
             self.session.fetch("ROLLBACK TO SAVEPOINT pgfleet_value")
-            return e
+            self.fail("%s: %s" % (refusal, str(e).strip()))
 
     def desired_ranges(self, children):
         p = self.p
@@ -146,19 +147,17 @@ class Partitioner:
             self.fail("lock_retries must be 0 or more, got %d" % p["lock_retries"])
         if p["retention_mode"] == "move" and not p["archive_schema"]:
             self.fail("retention_mode=move needs archive_schema")
-        lt = self.server_value("SELECT set_config('lock_timeout', %s, false)", (p["lock_timeout"],))
-        if isinstance(lt, Exception):
-            self.fail("lock_timeout %r is not valid: %s" % (p["lock_timeout"], str(lt).strip()))
+        self.server_value("SELECT set_config('lock_timeout', %s, false)", (p["lock_timeout"],),
+                          "lock_timeout %r is not valid" % p["lock_timeout"])
         self.start_value = None
         if p["start"] is not None:
             if p["interval"] == "integer":
                 if not re.match(r"^-?\d+$", p["start"].strip()):
                     self.fail("start %r is not an integer (interval=integer)" % p["start"])
             else:
-                v = self.server_value("SELECT (%s::timestamptz AT TIME ZONE 'UTC')::timestamp", (p["start"],))
-                if isinstance(v, Exception):
-                    self.fail("start %r is not a date or timestamp: %s" % (p["start"], str(v).strip()))
-                self.start_value = v
+                self.start_value = self.server_value(
+                    "SELECT (%s::timestamptz AT TIME ZONE 'UTC')::timestamp", (p["start"],),
+                    "start %r is not a date or timestamp" % p["start"])
         self.cutoff, self.keep_count = None, None
         r = p["retention"]
         if r is not None:
@@ -169,10 +168,9 @@ class Partitioner:
             elif p["interval"] == "integer":
                 self.fail("retention %r: an integer-partitioned table takes a count of partitions" % r)
             else:
-                v = self.server_value("SELECT (now() AT TIME ZONE 'UTC')::timestamp - %s::interval", (r,))
-                if isinstance(v, Exception):
-                    self.fail("retention %r is neither a count nor an interval: %s" % (r, str(v).strip()))
-                self.cutoff = v
+                self.cutoff = self.server_value(
+                    "SELECT (now() AT TIME ZONE 'UTC')::timestamp - %s::interval", (r,),
+                    "retention %r is neither a count nor an interval" % r)
 
     # ---- building the plan -----------------------------------------------------------
     def plan(self):
@@ -180,6 +178,7 @@ class Partitioner:
         self.validate()
         self.read_parent()
         children, default, pending = self.read_children()
+        self.before = self.report(children, default)
         ranges, current = self.desired_ranges(children)
         if self.keep_count is not None:  # never create what retention would remove at once
             too_old = set([r for r in ranges if r[0] <= current][:-self.keep_count])
@@ -357,8 +356,8 @@ class Partitioner:
             finally:
                 self.session.conn.autocommit = False
 
-    def children_report(self):
-        children, default = self.read_children()[:2]
+    @staticmethod
+    def report(children, default):
         out = [dict(name=n, **{"from": str(r[0]), "to": str(r[1])}) for r, n in children]
         if default:
             out.append(dict(name=default, **{"from": "DEFAULT", "to": "DEFAULT"}))
@@ -369,7 +368,7 @@ class Partitioner:
         session = self.session
         try:
             plan = self.plan()
-            before = self.children_report()
+            before = self.before
             session.rollback()
             if check_mode:
                 for step in plan.steps:
@@ -384,7 +383,7 @@ class Partitioner:
                     moved = self.run_step(kind, name, statements)
                     if moved:
                         plan.rows_moved[name] = moved
-                after = self.children_report()
+                after = self.report(*self.read_children()[:2])
             session.rollback()
         except psycopg2.Error as e:
             self.fail("%s.%s: %s" % (self.p["schema"], self.p["table"], str(e).strip()))
