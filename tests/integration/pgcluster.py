@@ -35,7 +35,7 @@ def free_port() -> int:
 
 
 class PgCluster:
-    def __init__(self, version: str = "15", tcp: bool = False):
+    def __init__(self, version: str = "15", tcp: bool = False, external_conf: bool = False):
         self.bindir = pg_bindir(version)
         self.port = free_port()
         self.tcp = tcp
@@ -46,13 +46,34 @@ class PgCluster:
         self.datadir = os.path.join(self.base, "data")
         self.socket_dir = self.base
         self.logfile = os.path.join(self.base, "server.log")
+        # external_conf: postgresql.conf outside the data directory, as Debian lays clusters
+        # out, so a copy of another cluster's data directory keeps this cluster's port.
+        self.confdir = os.path.join(self.base, "conf") if external_conf else self.datadir
+        if external_conf:
+            os.mkdir(self.confdir)
+            os.chown(self.confdir, pw.pw_uid, pw.pw_gid)
+            self.append_conf(
+                f"data_directory = '{self.datadir}'\n"
+                f"hba_file = '{self.datadir}/pg_hba.conf'\n"
+                f"ident_file = '{self.datadir}/pg_ident.conf'\n"
+                f"port = {self.port}\n"
+                f"unix_socket_directories = '{self.socket_dir}'\n"
+                f"listen_addresses = '{'127.0.0.1' if tcp else ''}'\n"
+                "fsync = off\n")
+            os.chown(os.path.join(self.confdir, "postgresql.conf"), pw.pw_uid, pw.pw_gid)
 
     def _as_postgres(self, *argv: str) -> subprocess.CompletedProcess:
         return subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True, check=True)
 
     _template = None  # one initdb per test process; each cluster starts from a copy of it
 
-    def init(self) -> "PgCluster":
+    def init(self, fresh: bool = False) -> "PgCluster":
+        """A data directory from the shared template, or from its own initdb when FRESH
+        (copies of the template share one system identifier)."""
+        if fresh:
+            self._as_postgres(f"{self.bindir}/initdb", "-D", self.datadir, "--data-checksums",
+                              "--auth-local=trust", "--auth-host=scram-sha-256", "-U", "postgres")
+            return self._own_settings()
         if PgCluster._template is None:
             template = tempfile.mkdtemp(prefix="pgfleet-template-", dir="/var/tmp")
             pw = pwd.getpwnam("postgres")
@@ -62,6 +83,11 @@ class PgCluster:
             atexit.register(shutil.rmtree, template, True)
             PgCluster._template = os.path.join(template, "data")
         subprocess.run(["cp", "-a", PgCluster._template, self.datadir], check=True)
+        return self._own_settings()
+
+    def _own_settings(self) -> "PgCluster":
+        if self.confdir != self.datadir:
+            return self
         self.append_conf(
             f"port = {self.port}\n"
             f"unix_socket_directories = '{self.socket_dir}'\n"
@@ -78,12 +104,12 @@ class PgCluster:
         return self
 
     def append_conf(self, text: str) -> None:
-        with open(os.path.join(self.datadir, "postgresql.conf"), "a", encoding="utf-8") as f:
+        with open(os.path.join(self.confdir, "postgresql.conf"), "a", encoding="utf-8") as f:
             f.write(text)
 
     def start(self) -> "PgCluster":
         try:
-            self._as_postgres(f"{self.bindir}/pg_ctl", "-D", self.datadir, "-l", self.logfile, "-w", "start")
+            self._as_postgres(f"{self.bindir}/pg_ctl", "-D", self.confdir, "-l", self.logfile, "-w", "start")
         except subprocess.CalledProcessError as e:
             raise RuntimeError(f"cluster failed to start: {e.stderr}\n{self.log()}") from e
         return self

@@ -1,0 +1,206 @@
+# Copyright: pgfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""pgBackRest from modules: its command line, its JSON info and its error codes.
+
+Pure functions (summarize_info, explain_error, option_args) are unit-tested; PgBackRest
+runs the real binary as the repository's owner and records every command line it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+# A stanza name is a directory name in the repository and a section of the config file.
+STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+OPTION_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+ERROR_RE = re.compile(r"ERROR: \[(\d{3})\]: ")
+
+BACKUP_TYPES = ("full", "diff", "incr")
+
+# pgBackRest's error codes (src/build/error/error.yaml) grouped by what the operator does next.
+SYSID_MISMATCH = (28, 44, 51, 58)
+REPO_UNREACHABLE = (39, 41, 49, 53, 55, 73, 101, 103, 105)
+REMEDIES = {
+    "system_identifier_mismatch": (
+        "the repository holds this stanza for another PostgreSQL system (different system "
+        "identifier or version): the cluster was re-initialised or restored from elsewhere, or "
+        "pg1-path/--stanza name the wrong cluster. If the new cluster is the one to back up from "
+        "now on, run state=upgraded (pgbackrest stanza-upgrade) and take a new full backup; "
+        "otherwise fix pg1-path or the stanza name."),
+    "archive_command_not_pgbackrest": (
+        "archive_command must call pgBackRest: set archive_command = "
+        "'pgbackrest --stanza=<stanza> archive-push %p' and reload PostgreSQL."),
+    "archive_disabled": (
+        "set archive_mode = on (needs a restart) and archive_command = "
+        "'pgbackrest --stanza=<stanza> archive-push %p'."),
+    "archive_timeout": (
+        "PostgreSQL did not archive a WAL segment in time: see pg_stat_archiver.last_failed_wal "
+        "and the server log for archive_command errors; check that archive_command names this "
+        "stanza and config, and that 'pgbackrest start' was run if the stanza was stopped. "
+        "A slow repository may need a larger archive-timeout."),
+    "repo_unreachable": (
+        "the repository cannot be reached or read: check repo1-path (posix) or the S3 "
+        "endpoint, bucket, region and credentials, the network to a repository host, and that "
+        "the stanza was created (state=present)."),
+    "postgres_unreachable": (
+        "pgBackRest cannot connect to PostgreSQL: check pg1-path, pg1-port, pg1-socket-path "
+        "(or pg1-host) and that the server is running."),
+    "stanza_stopped": "the stanza was stopped with 'pgbackrest stop': run 'pgbackrest start'.",
+    "lock_held": "another pgBackRest command (a backup or expire) holds the stanza's lock; retry later.",
+}
+
+
+def classify_error(code, message):
+    if code in SYSID_MISMATCH or "do not match the database" in message:
+        return "system_identifier_mismatch"
+    if code == 68:
+        return "archive_command_not_pgbackrest"
+    if code == 87:
+        return "archive_disabled"
+    if code == 82:
+        return "archive_timeout"
+    if code == 56:
+        return "postgres_unreachable"
+    if code == 62:
+        return "stanza_stopped"
+    if code == 50:
+        return "lock_held"
+    if code in REPO_UNREACHABLE:
+        return "repo_unreachable"
+    return None
+
+
+def explain_error(stderr):
+    """(code, kind, message, remedy) for pgBackRest's ERROR line in STDERR; code None if absent."""
+    match = ERROR_RE.search(stderr or "")
+    if not match:
+        return None, None, (stderr or "").strip(), None
+    code = int(match.group(1))
+    message = stderr[match.start():].strip()
+    kind = classify_error(code, message)
+    return code, kind, message, REMEDIES.get(kind)
+
+
+def option_args(options):
+    """--key=value for each extra option, in a stable order; bad names raise ValueError."""
+    out = []
+    for key in sorted(options):
+        if not OPTION_RE.match(key):
+            raise ValueError("options: %r is not a pgBackRest option name" % key)
+        value = options[key]
+        if isinstance(value, bool):
+            out.append("--%s%s" % ("" if value else "no-", key))
+        elif isinstance(value, (list, tuple)):
+            out.extend("--%s=%s" % (key, v) for v in value)
+        else:
+            out.append("--%s=%s" % (key, value))
+    return out
+
+
+def _iso(epoch):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)) if epoch is not None else None
+
+
+def _backup(raw, now):
+    stamp = raw.get("timestamp") or {}
+    info = raw.get("info") or {}
+    stop = stamp.get("stop")
+    return dict(
+        label=raw.get("label"),
+        type=raw.get("type"),
+        start=_iso(stamp.get("start")),
+        stop=_iso(stop),
+        stop_epoch=stop,
+        age_seconds=(int(now - stop) if stop is not None else None),
+        size=info.get("size"),
+        delta=info.get("delta"),
+        repo_size=(info.get("repository") or {}).get("size"),
+        error=bool(raw.get("error", False)),
+        wal_start=(raw.get("archive") or {}).get("start"),
+        wal_stop=(raw.get("archive") or {}).get("stop"),
+    )
+
+
+def _wal_range(archives):
+    mins = [a["min"] for a in archives if a.get("min")]
+    maxs = [a["max"] for a in archives if a.get("max")]
+    return dict(min=min(mins) if mins else None, max=max(maxs) if maxs else None)
+
+
+def summarize_info(raw, now=None):
+    """The parts of one stanza of `pgbackrest info --output=json` that operators act on.
+
+    A WAL segment name sorts by timeline, then position, so min/max are plain string
+    comparisons. Per repository: the newest backup of each type (a diff or incr is
+    newest by stop time, whatever its full), and that repository's WAL range.
+    """
+    now = time.time() if now is None else now
+    backups = raw.get("backup") or []
+    repos = []
+    for repo in raw.get("repo") or []:
+        key = repo.get("key")
+        mine = [b for b in backups if (b.get("database") or {}).get("repo-key") == key]
+        last = {}
+        for kind in BACKUP_TYPES:
+            of_kind = [b for b in mine if b.get("type") == kind]
+            newest = max(of_kind, key=lambda b: (b.get("timestamp") or {}).get("stop") or 0, default=None)
+            last[kind] = _backup(newest, now) if newest else None
+        repos.append(dict(
+            key=key,
+            cipher=repo.get("cipher"),
+            status=dict(code=(repo.get("status") or {}).get("code"),
+                        message=(repo.get("status") or {}).get("message")),
+            backup_count=len(mine),
+            last_backup=last,
+            archive=_wal_range([a for a in raw.get("archive") or []
+                                if (a.get("database") or {}).get("repo-key") == key]),
+        ))
+    status = raw.get("status") or {}
+    return dict(
+        stanza=raw.get("name"),
+        status=dict(code=status.get("code"), message=status.get("message")),
+        exists=status.get("code") not in (1, 3),
+        backup_running=bool(((status.get("lock") or {}).get("backup") or {}).get("held")),
+        cipher=raw.get("cipher"),
+        db=[dict(id=d.get("id"), repo_key=d.get("repo-key"), system_id=str(d.get("system-id")),
+                 version=d.get("version")) for d in raw.get("db") or []],
+        repos=repos,
+        archive=_wal_range(raw.get("archive") or []),
+    )
+
+
+class PgBackRestError(Exception):
+    def __init__(self, argv, rc, stderr):
+        self.argv, self.rc = argv, rc
+        self.code, self.kind, self.message, self.remedy = explain_error(stderr)
+        super().__init__(self.message)
+
+
+class PgBackRest:
+    """Runs `pgbackrest` as OS_USER (an os_user.OsUser) through RUN_COMMAND (AnsibleModule's)."""
+
+    def __init__(self, run_command, os_user, executable="pgbackrest", config=None, options=None):
+        self.run_command = run_command
+        self.os_user = os_user
+        self.base = [executable] + (["--config=%s" % config] if config else []) + option_args(options or {})
+        self.commands = []
+
+    def run(self, *args, record=True):
+        argv = self.base + list(args)
+        if record:
+            self.commands.append(" ".join(argv))
+        rc, out, err = self.run_command(self.os_user.argv(argv))
+        if rc != 0:
+            raise PgBackRestError(argv, rc, err or out)
+        return out
+
+    def info(self, stanza):
+        out = self.run("--stanza=%s" % stanza, "--output=json", "info", record=False)
+        try:
+            stanzas = json.loads(out)
+        except ValueError:
+            raise PgBackRestError(self.base, 0, "ERROR: [099]: pgbackrest info printed no JSON: %s" % out[:200])
+        found = [s for s in stanzas if s.get("name") == stanza]
+        return found[0] if found else {"name": stanza, "status": {"code": 1, "message": "missing stanza path"}}

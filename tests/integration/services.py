@@ -1,0 +1,128 @@
+"""Real peers for integration tests: a TLS certificate authority, pgBackRest
+repositories (posix, or S3 served by moto on loopback) for PgCluster primaries."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from pgcluster import free_port
+
+
+def make_tls(directory: str, hosts=("localhost", "127.0.0.1")) -> dict:
+    """A private CA and a server certificate for HOSTS (names and addresses), with openssl."""
+    def ssl(*argv):
+        subprocess.run(["openssl", *argv], cwd=directory, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+        "-subj", "/CN=pgfleet test CA", "-keyout", "ca.key", "-out", "ca.crt")
+    san = ",".join(("IP:" if h[0].isdigit() else "DNS:") + h for h in hosts)
+    with open(os.path.join(directory, "ext.cnf"), "w", encoding="utf-8") as f:
+        f.write(f"subjectAltName={san}\n")
+    ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={hosts[0]}",
+        "-keyout", "server.key", "-out", "server.csr")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "ext.cnf", "-out", "server.crt")
+    return {name: os.path.join(directory, name) for name in ("ca.crt", "server.crt", "server.key")}
+
+
+def enable_ssl(cluster, tls: dict) -> None:
+    """Server TLS on CLUSTER with copies of the certificate its OS user owns."""
+    pw = pwd.getpwnam("postgres")
+    for name in ("server.crt", "server.key"):
+        target = os.path.join(cluster.base, name)
+        shutil.copy(tls[name], target)
+        os.chown(target, pw.pw_uid, pw.pw_gid)
+        os.chmod(target, 0o600)
+    cluster.append_conf(f"ssl = on\nssl_cert_file = '{cluster.base}/server.crt'\n"
+                        f"ssl_key_file = '{cluster.base}/server.key'\n")
+
+
+class BackRestRepo:
+    """A pgBackRest configuration for one stanza of PRIMARY, repository in a scratch directory
+    (posix) or in an S3 bucket (s3=dict(endpoint, port, bucket, ca_file))."""
+
+    def __init__(self, primary, stanza="demo", s3=None, cipher_pass=None):
+        pw = pwd.getpwnam("postgres")
+        self.base = tempfile.mkdtemp(prefix="pgfleet-backrest-", dir="/var/tmp")
+        os.chown(self.base, pw.pw_uid, pw.pw_gid)
+        self.stanza = stanza
+        self.primary = primary
+        self.config = os.path.join(self.base, "pgbackrest.conf")
+        lines = ["[global]", f"log-path={self.base}/log", f"lock-path={self.base}/lock",
+                 f"spool-path={self.base}/spool", "log-level-console=warn", "log-level-file=off",
+                 "archive-timeout=10", "start-fast=y", "repo1-retention-full=2"]
+        if s3:
+            lines += ["repo1-type=s3", f"repo1-s3-endpoint={s3['endpoint']}", f"repo1-storage-port={s3['port']}",
+                      f"repo1-s3-bucket={s3['bucket']}", "repo1-s3-region=us-east-1", "repo1-s3-uri-style=path",
+                      "repo1-s3-key=testing", "repo1-s3-key-secret=testing", f"repo1-storage-ca-file={s3['ca_file']}",
+                      "repo1-path=/pgbackrest"]
+        else:
+            lines.append(f"repo1-path={self.base}/repo")
+        if cipher_pass:
+            lines += ["repo1-cipher-type=aes-256-cbc", f"repo1-cipher-pass={cipher_pass}"]
+        lines += [f"[{stanza}]", f"pg1-path={primary.datadir}", f"pg1-port={primary.port}",
+                  f"pg1-socket-path={primary.socket_dir}"]
+        fd = os.open(self.config, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chown(self.config, pw.pw_uid, pw.pw_gid)
+
+    def archive_command(self) -> str:
+        return f"pgbackrest --config={self.config} --stanza={self.stanza} archive-push %p"
+
+    def attach(self) -> None:
+        """WAL archiving of the primary into this repository (archive_mode needs a restart)."""
+        self.primary.append_conf(f"archive_mode = on\narchive_command = '{self.archive_command()}'\n")
+
+    def run(self, *args: str) -> str:
+        proc = subprocess.run(["runuser", "-u", "postgres", "--", "pgbackrest", f"--config={self.config}",
+                               f"--stanza={self.stanza}", *args], capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"pgbackrest {' '.join(args)}: {proc.stderr}")
+        return proc.stdout
+
+    def destroy(self) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+class MotoS3:
+    """moto's S3 server on loopback over TLS (the stand-in for an off-site S3 bucket)."""
+
+    def __init__(self, tls: dict, bucket="pgfleet-backups"):
+        self.port = free_port()
+        self.bucket = bucket
+        self.tls = tls
+        moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        self.proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(self.port), "-c", tls["server.crt"],
+                                      "-k", tls["server.key"]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("moto_server did not start")
+                time.sleep(0.2)
+        import boto3
+        boto3.client("s3", endpoint_url=f"https://127.0.0.1:{self.port}", region_name="us-east-1",
+                     aws_access_key_id="testing", aws_secret_access_key="testing",
+                     verify=tls["ca.crt"]).create_bucket(Bucket=bucket)
+
+    def repo_options(self) -> dict:
+        return dict(endpoint="127.0.0.1", port=self.port, bucket=self.bucket, ca_file=self.tls["ca.crt"])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
