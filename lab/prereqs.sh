@@ -18,7 +18,8 @@ command -v apt-get >/dev/null || die "apt-get not found: the lab needs a Debian 
 # Debian's postgresql package would create and start a 'main' cluster; the tests start
 # their own, so switch that off first.
 packages=(podman runc debootstrap netavark aardvark-dns python3-venv
-          postgresql-common postgresql-15 postgresql-client-15 postgresql-15-partman python3-psycopg2 acl git make shellcheck)
+          postgresql-common postgresql-15 postgresql-client-15 postgresql-15-partman python3-psycopg2
+          pgbackrest openssl acl git make shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

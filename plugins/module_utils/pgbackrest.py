@@ -12,6 +12,8 @@ import json
 import re
 import time
 
+from ansible_collections.pgfleet.core.plugins.module_utils.os_user import OsUser
+
 # A stanza name is a directory name in the repository and a section of the config file.
 STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 OPTION_RE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -83,20 +85,23 @@ def explain_error(stderr):
     return code, kind, message, REMEDIES.get(kind)
 
 
-def option_args(options):
-    """--key=value for each extra option, in a stable order; bad names raise ValueError."""
-    out = []
-    for key in sorted(options):
+def option_env(options):
+    """PGBACKREST_<NAME>=value for each extra option; bad names raise ValueError.
+
+    Environment variables, unlike command-line options, are ignored by the commands
+    that do not take them (archive-timeout means nothing to `info`), as the
+    configuration file's are.
+    """
+    env = {}
+    for key, value in options.items():
         if not OPTION_RE.match(key):
             raise ValueError("options: %r is not a pgBackRest option name" % key)
-        value = options[key]
         if isinstance(value, bool):
-            out.append("--%s%s" % ("" if value else "no-", key))
-        elif isinstance(value, (list, tuple)):
-            out.extend("--%s=%s" % (key, v) for v in value)
-        else:
-            out.append("--%s=%s" % (key, value))
-    return out
+            value = "y" if value else "n"
+        elif not isinstance(value, (str, int, float)):
+            raise ValueError("options: %s must be a string, number or boolean, not %r" % (key, value))
+        env["PGBACKREST_" + key.upper().replace("-", "_")] = str(value)
+    return env
 
 
 def _iso(epoch):
@@ -171,11 +176,29 @@ def summarize_info(raw, now=None):
     )
 
 
+def backrest_argument_spec():
+    """Options of every pgBackRest module; mirrored by the pgfleet.core.pgbackrest doc fragment."""
+    return dict(
+        stanza=dict(type="str", required=True),
+        config=dict(type="path", default="/etc/pgbackrest/pgbackrest.conf"),
+        options=dict(type="dict", default={}),
+        os_user=dict(type="str", default="postgres"),
+        executable=dict(type="str", default="pgbackrest"),
+    )
+
+
 class PgBackRestError(Exception):
     def __init__(self, argv, rc, stderr):
         self.argv, self.rc = argv, rc
         self.code, self.kind, self.message, self.remedy = explain_error(stderr)
         super().__init__(self.message)
+
+    def result(self, what):
+        """fail_json arguments: WHAT failed, pgBackRest's message, and the remedy when known."""
+        out = dict(msg="%s: %s" % (what, self.message), rc=self.rc, error_code=self.code)
+        if self.kind:
+            out.update(error_kind=self.kind, remedy=self.remedy, msg=out["msg"] + "\nRemedy: " + self.remedy)
+        return out
 
 
 class PgBackRest:
@@ -184,14 +207,31 @@ class PgBackRest:
     def __init__(self, run_command, os_user, executable="pgbackrest", config=None, options=None):
         self.run_command = run_command
         self.os_user = os_user
-        self.base = [executable] + (["--config=%s" % config] if config else []) + option_args(options or {})
+        self.base = [executable] + (["--config=%s" % config] if config else [])
+        self.env = option_env(options or {})
         self.commands = []
+
+    @classmethod
+    def for_module(cls, module):
+        """From backrest_argument_spec() options; bad values end the module with fail_json."""
+        p = module.params
+        if not STANZA_RE.match(p["stanza"]):
+            module.fail_json(msg="stanza: %r is not a valid stanza name (letters, digits, '.', '_', '-'; "
+                                 "starting with a letter or digit; at most 64 characters)" % p["stanza"])
+        try:
+            return cls(module.run_command, OsUser(p["os_user"]), p["executable"], p["config"], p["options"])
+        except ValueError as e:
+            module.fail_json(msg=str(e))
+
+    def describe(self, argv):
+        """The command line as an operator would type it, options from the environment first."""
+        return " ".join(["%s=%s" % kv for kv in sorted(self.env.items())] + list(argv))
 
     def run(self, *args, record=True):
         argv = self.base + list(args)
         if record:
-            self.commands.append(" ".join(argv))
-        rc, out, err = self.run_command(self.os_user.argv(argv))
+            self.commands.append(self.describe(argv))
+        rc, out, err = self.run_command(self.os_user.argv(argv), environ_update=self.env)
         if rc != 0:
             raise PgBackRestError(argv, rc, err or out)
         return out

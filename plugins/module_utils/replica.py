@@ -19,12 +19,18 @@ def pgpass_escape(value):
     return str(value).replace("\\", "\\\\").replace(":", "\\:")
 
 
+def pgpass_line(*fields):
+    line = ":".join(pgpass_escape(v) for v in fields)
+    return "\\" + line if line.startswith("#") else line  # a leading '#' would make it a comment
+
+
 def pgpass_fields(line):
-    """The fields of one .pgpass line (None for a comment or a malformed line)."""
-    if not line.strip() or line.lstrip().startswith("#"):
+    """The fields of one .pgpass line, read as libpq does (None for a comment, blank or malformed line)."""
+    line = line.rstrip("\n")
+    if not line or line.startswith("#"):
         return None
     fields, cur, escaped = [], "", False
-    for ch in line.rstrip("\n"):
+    for ch in line:
         if escaped:
             cur += ch
             escaped = False
@@ -42,7 +48,7 @@ def pgpass_fields(line):
 def pgpass_update(text, host, port, user, password):
     """TEXT with exactly one line for HOST:PORT:*:USER carrying PASSWORD, placed first
     among the lines that could match (libpq uses the first match)."""
-    wanted = ":".join(pgpass_escape(v) for v in (host, port, "*", user, password))
+    wanted = pgpass_line(host, port, "*", user, password)
     kept = []
     for line in text.splitlines():
         f = pgpass_fields(line)

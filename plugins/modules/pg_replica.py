@@ -397,9 +397,9 @@ class Replica:
         with open(os.path.join(d, "PG_VERSION")) as f:
             major = f.read().strip()
         bin_dir = self.p["bin_dir"] or "/usr/lib/postgresql/%s/bin" % major
-        rc, out = self.run([os.path.join(bin_dir, "pg_controldata"), d], record=False)
+        out = self.run([os.path.join(bin_dir, "pg_controldata"), d], record=False)[1]
         fields = dict(re.findall(r"^([^:\n]+):\s+(.*)$", out, re.M))
-        rc, _ = self.run([os.path.join(bin_dir, "pg_ctl"), "status", "-D", d], record=False, check_rc=False)
+        rc = self.run([os.path.join(bin_dir, "pg_ctl"), "status", "-D", d], record=False, check_rc=False)[0]
         state = dict(kind="cluster", major=major, system_identifier=fields.get("Database system identifier"),
                      cluster_state=fields.get("Database cluster state"), running=rc == 0,
                      standby_signal=os.path.exists(os.path.join(d, "standby.signal")))

@@ -16,16 +16,14 @@ description:
     change. The repository (posix path, a repository host, S3) is whatever the
     pgBackRest configuration says; the module passes I(config) and I(options) through.
   - pgBackRest's errors are recognised by their code and returned as I(error_kind) with
-    what to do: a system identifier mismatch after a re-initdb, archive_command not
+    a I(remedy) - a system identifier mismatch after a re-initdb, archive_command not
     calling pgBackRest, archive_mode off, a WAL segment not archived in time, an
     unreachable repository or PostgreSQL.
   - The commands run as I(os_user) (C(runuser) when the module runs as root), so files in
     the repository keep the owner pgBackRest expects.
+extends_documentation_fragment:
+  - pgfleet.core.pgbackrest
 options:
-  stanza:
-    description: Stanza name (letters, digits, C(.), C(_), C(-); at most 64 characters).
-    type: str
-    required: true
   state:
     description:
       - C(present) creates the stanza if the repository does not have it (C(stanza-create));
@@ -36,33 +34,14 @@ options:
         archived); never a change, fails with pgBackRest's message and a remedy.
       - C(absent) stops the stanza and deletes it and all its backups (C(stop),
         C(stanza-delete --force)); only with I(force=true).
-      - C(info) only reads the status.
+      - To read the status only, use M(pgfleet.core.pgbackrest_info).
     type: str
-    choices: [present, upgraded, checked, absent, info]
+    choices: [present, upgraded, checked, absent]
     default: present
   force:
     description: Required with C(state=absent), which deletes every backup of the stanza.
     type: bool
     default: false
-  config:
-    description: pgBackRest configuration file.
-    type: path
-    default: /etc/pgbackrest/pgbackrest.conf
-  options:
-    description:
-      - Extra pgBackRest options for every command, as C(name: value) (C(--name=value);
-        C(true)/C(false) give C(--name)/C(--no-name)). pgBackRest refuses secrets on the
-        command line; keep them in I(config).
-    type: dict
-    default: {}
-  os_user:
-    description: OS user that owns the repository and the cluster.
-    type: str
-    default: postgres
-  executable:
-    description: The pgbackrest program.
-    type: str
-    default: pgbackrest
 notes:
   - Check mode reads C(pgbackrest info) and predicts; it runs no other pgBackRest command.
     A stanza whose database no longer matches is found by C(present) and C(checked) only
@@ -86,13 +65,6 @@ EXAMPLES = r"""
     state: checked
   become: true
 
-- name: Last full backup's age, for an alert or a restore
-  pgfleet.core.pgbackrest_stanza:
-    stanza: main
-    state: info
-  become: true
-  register: backrest
-
 - name: Delete the stanza and every backup in it
   pgfleet.core.pgbackrest_stanza:
     stanza: old
@@ -110,38 +82,9 @@ commands:
   elements: str
   sample: ["pgbackrest --config=/etc/pgbackrest/pgbackrest.conf --stanza=main stanza-create"]
 info:
-  description: Summary of C(pgbackrest info) after the run.
+  description: Summary of C(pgbackrest info) after the run, as M(pgfleet.core.pgbackrest_info) returns it.
   returned: always
   type: dict
-  contains:
-    stanza: {description: Stanza name., type: str, returned: always}
-    status: {description: "Stanza status C(code) and C(message) (0 ok, 1 missing stanza path,
-      2 no valid backups, 3 missing stanza data, ...).", type: dict, returned: always}
-    exists: {description: Whether the repository holds the stanza., type: bool, returned: always}
-    backup_running: {description: Whether a backup holds the stanza's lock., type: bool, returned: always}
-    cipher: {description: Repository cipher., type: str, returned: always}
-    db: {description: "Databases the stanza has backed up: id, repo_key, system_id, version.",
-      type: list, elements: dict, returned: always}
-    repos:
-      description: "Per repository: key, cipher, status, backup_count, archive (min, max WAL
-        segment), last_backup (full, diff, incr: each null or label, type, start, stop,
-        stop_epoch, age_seconds, size, delta, repo_size, error, wal_start, wal_stop)."
-      type: list
-      elements: dict
-      returned: always
-    archive: {description: WAL segments archived (min and max over all repositories)., type: dict, returned: always}
-  sample:
-    stanza: main
-    status: {code: 0, message: ok}
-    exists: true
-    repos:
-      - key: 1
-        status: {code: 0, message: ok}
-        last_backup:
-          full: {label: 20261122-055747F, stop: "2026-11-22T05:57:50Z", age_seconds: 3600, size: 22992647, error: false}
-          diff: null
-          incr: null
-        archive: {min: "000000010000000000000001", max: "000000010000000000000003"}
 error_kind:
   description: On failure, what kind of pgBackRest error it was (system_identifier_mismatch,
     archive_command_not_pgbackrest, archive_disabled, archive_timeout, repo_unreachable,
@@ -160,9 +103,8 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgfleet.core.plugins.module_utils.os_user import OsUser
 from ansible_collections.pgfleet.core.plugins.module_utils.pgbackrest import (
-    STANZA_RE, PgBackRest, PgBackRestError, summarize_info,
+    PgBackRest, PgBackRestError, backrest_argument_spec, summarize_info,
 )
 
 
@@ -207,7 +149,7 @@ class Stanza:
     def command(self, *args):
         """Run a pgBackRest command unless in check mode (it is listed either way)."""
         if self.module.check_mode:
-            self.backrest.commands.append(" ".join(self.backrest.base + [self.flag] + list(args)))
+            self.backrest.commands.append(self.backrest.describe(self.backrest.base + [self.flag] + list(args)))
             return
         self.backrest.run(self.flag, *args)
 
@@ -251,48 +193,31 @@ class Stanza:
         self.command("stanza-delete", "--force")
         return True
 
-    def info_only(self, before):
-        return False
-
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            stanza=dict(type="str", required=True),
-            state=dict(type="str", default="present", choices=["present", "upgraded", "checked", "absent", "info"]),
+            backrest_argument_spec(),
+            state=dict(type="str", default="present", choices=["present", "upgraded", "checked", "absent"]),
             force=dict(type="bool", default=False),
-            config=dict(type="path", default="/etc/pgbackrest/pgbackrest.conf"),
-            options=dict(type="dict", default={}),
-            os_user=dict(type="str", default="postgres"),
-            executable=dict(type="str", default="pgbackrest"),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    if not STANZA_RE.match(p["stanza"]):
-        module.fail_json(msg="stanza: %r is not a valid stanza name (letters, digits, '.', '_', '-'; "
-                             "starting with a letter or digit; at most 64 characters)" % p["stanza"])
-    try:
-        backrest = PgBackRest(module.run_command, OsUser(p["os_user"]), p["executable"], p["config"], p["options"])
-    except ValueError as e:
-        module.fail_json(msg=str(e))
+    backrest = PgBackRest.for_module(module)
     stanza = Stanza(module, backrest)
     action = dict(present=stanza.present, upgraded=stanza.upgraded, checked=stanza.checked,
-                  absent=stanza.absent, info=stanza.info_only)[p["state"]]
+                  absent=stanza.absent)[p["state"]]
     before = None
     try:
         before = stanza.info()
         changed = action(before)
         after = before if module.check_mode or not backrest.commands else stanza.info()
     except PgBackRestError as e:
-        result = dict(msg="pgbackrest %s failed for stanza %r: %s" % (p["state"], p["stanza"], e.message),
-                      rc=e.rc, error_code=e.code, commands=backrest.commands)
+        result = e.result("pgbackrest %s failed for stanza %r" % (p["state"], p["stanza"]))
         if before is not None:
             result["info"] = before
-        if e.kind:
-            result.update(error_kind=e.kind, remedy=e.remedy)
-            result["msg"] += "\nRemedy: " + e.remedy
-        module.fail_json(**result)
+        module.fail_json(commands=backrest.commands, **result)
     if changed is None:
         changed = diff_view(before)["db"] != diff_view(after)["db"]
     result = dict(changed=changed, commands=backrest.commands, info=after)

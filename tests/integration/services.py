@@ -3,6 +3,7 @@ repositories (posix, or S3 served by moto on loopback) for PgCluster primaries."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from pgcluster import free_port
@@ -83,7 +85,7 @@ class BackRestRepo:
 
     def run(self, *args: str) -> str:
         proc = subprocess.run(["runuser", "-u", "postgres", "--", "pgbackrest", f"--config={self.config}",
-                               f"--stanza={self.stanza}", *args], capture_output=True, text=True)
+                               f"--stanza={self.stanza}", *args], capture_output=True, text=True, check=False)
         if proc.returncode:
             raise RuntimeError(f"pgbackrest {' '.join(args)}: {proc.stderr}")
         return proc.stdout
@@ -92,35 +94,89 @@ class BackRestRepo:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+class TlsProxy:
+    """TLS in front of a plain TCP service on loopback, closing with TLS close_notify.
+
+    moto's development server closes connections without a TLS shutdown, which
+    pgBackRest (OpenSSL 3) rightly reports as a truncated response; a real S3 endpoint
+    does not do that, so the test puts a well-behaved TLS terminator in front of it.
+    """
+
+    def __init__(self, target_port: int, certfile: str, keyfile: str):
+        import ssl
+        self.port = free_port()
+        self.target_port = target_port
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(certfile, keyfile)
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
+        self.thread.start()
+        started.wait(10)
+
+    async def _pipe(self, reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, client_reader, client_writer):
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_writer.close()
+            return
+        await asyncio.gather(self._pipe(client_reader, up_writer), self._pipe(up_reader, client_writer))
+
+    def _serve(self, started):
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.context))
+        started.set()
+        self.loop.run_forever()
+        server.close()
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
 class MotoS3:
-    """moto's S3 server on loopback over TLS (the stand-in for an off-site S3 bucket)."""
+    """moto's S3 server on loopback behind TLS (the stand-in for an off-site S3 bucket)."""
 
     def __init__(self, tls: dict, bucket="pgfleet-backups"):
-        self.port = free_port()
+        self.http_port = free_port()
         self.bucket = bucket
         self.tls = tls
         moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-        self.proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(self.port), "-c", tls["server.crt"],
-                                      "-k", tls["server.key"]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(self.http_port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 30
         while True:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", self.http_port), timeout=1).close()
                 break
             except OSError:
                 if time.time() > deadline or self.proc.poll() is not None:
-                    self.stop()
+                    self.proc.kill()
                     raise RuntimeError("moto_server did not start")
                 time.sleep(0.2)
+        self.proxy = TlsProxy(self.http_port, tls["server.crt"], tls["server.key"])
+        self.port = self.proxy.port
         import boto3
-        boto3.client("s3", endpoint_url=f"https://127.0.0.1:{self.port}", region_name="us-east-1",
+        boto3.client("s3", endpoint_url=f"https://localhost:{self.port}", region_name="us-east-1",
                      aws_access_key_id="testing", aws_secret_access_key="testing",
                      verify=tls["ca.crt"]).create_bucket(Bucket=bucket)
 
     def repo_options(self) -> dict:
-        return dict(endpoint="127.0.0.1", port=self.port, bucket=self.bucket, ca_file=self.tls["ca.crt"])
+        return dict(endpoint="localhost", port=self.port, bucket=self.bucket, ca_file=self.tls["ca.crt"])
 
     def stop(self) -> None:
+        self.proxy.stop()
         self.proc.terminate()
         try:
             self.proc.wait(10)

@@ -113,7 +113,7 @@ def test_basebackup_replica_over_verified_tls(fleet, basebackup_replica):
 
 
 def test_basebackup_replica_second_run_and_check_mode_change_nothing(fleet, basebackup_replica):
-    standby, _ = basebackup_replica
+    standby = basebackup_replica[0]
     check = run_module("pg_replica", tls_args(fleet, standby, "replica_a"), check=True)
     assert not check["changed"] and check["action"] == "none", check
     again = run_module("pg_replica", tls_args(fleet, standby, "replica_a"))
@@ -122,7 +122,7 @@ def test_basebackup_replica_second_run_and_check_mode_change_nothing(fleet, base
 
 
 def test_settings_change_re_points_without_a_new_copy(fleet, basebackup_replica):
-    standby, _ = basebackup_replica
+    standby = basebackup_replica[0]
     marker = os.path.join(standby.datadir, "pgfleet-marker")  # a copy would remove it
     open(marker, "w").close()
     args = tls_args(fleet, standby, "replica_a", application_name="replica_a2")
@@ -137,7 +137,7 @@ def test_settings_change_re_points_without_a_new_copy(fleet, basebackup_replica)
 
 
 def test_cascading_replica_streams_from_the_first(fleet, basebackup_replica):
-    first, _ = basebackup_replica
+    first = basebackup_replica[0]
     primary = fleet["primary"]
     cascade = new_cluster(fleet["clusters"])
     args = replica_args(cascade, primary, upstream_host=first.socket_dir, upstream_port=first.port,

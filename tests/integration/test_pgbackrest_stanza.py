@@ -1,0 +1,210 @@
+"""pgbackrest_stanza against real pgBackRest 2.45 repositories: posix and S3 (moto over TLS)."""
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import pytest
+
+from modules import run_module
+from pgcluster import PgCluster
+from services import BackRestRepo, MotoS3, make_tls
+
+
+@pytest.fixture
+def backrest():
+    """A primary archiving into a fresh posix repository (the stanza not yet created)."""
+    made = []
+
+    def make(**repo_kw):
+        primary = PgCluster(external_conf=True).init()
+        repo = BackRestRepo(primary, **repo_kw)
+        made.append((primary, repo))
+        repo.attach()
+        primary.start()
+        return primary, repo
+
+    yield make
+    for primary, repo in made:
+        primary.destroy()
+        repo.destroy()
+
+
+def stanza(repo, **kw):
+    return run_module("pgbackrest_stanza", dict(dict(stanza=repo.stanza, config=repo.config), **kw))
+
+
+def failed(result):
+    assert result.get("failed"), result
+    return result
+
+
+def test_create_then_no_change(backrest):
+    primary, repo = backrest()
+    predicted = stanza(repo, state="present")
+    assert predicted["changed"]
+    assert predicted["commands"] == [f"pgbackrest --config={repo.config} --stanza=demo stanza-create"]
+    assert predicted["info"]["exists"] and predicted["info"]["status"]["message"] == "no valid backups"
+    assert predicted["diff"] == {"before": {"exists": False, "status": "missing stanza path", "db": []},
+                                 "after": {"exists": True, "status": "no valid backups",
+                                           "db": [{"system_id": predicted["info"]["db"][0]["system_id"],
+                                                   "version": "15"}]}}
+    again = stanza(repo, state="present")
+    assert not again["changed"] and again["info"]["db"] == predicted["info"]["db"]
+
+
+def test_check_mode_predicts_creation_without_running_it(backrest):
+    primary, repo = backrest()
+    result = run_module("pgbackrest_stanza", dict(stanza=repo.stanza, config=repo.config), check=True)
+    assert result["changed"] and result["commands"][-1].endswith("stanza-create")
+    assert not result["info"]["exists"]
+    assert not os.path.exists(os.path.join(repo.base, "repo", "backup", "demo"))
+    stanza(repo)
+    assert not run_module("pgbackrest_stanza", dict(stanza=repo.stanza, config=repo.config), check=True)["changed"]
+
+
+def test_info_summary_matches_a_real_backup(backrest):
+    primary, repo = backrest()
+    stanza(repo)
+    primary.query("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 10000) g")
+    repo.run("--type=full", "backup")
+    repo.run("--type=diff", "backup")
+    raw = json.loads(repo.run("--output=json", "info"))[0]
+    result = run_module("pgbackrest_info", dict(stanza=repo.stanza, config=repo.config))
+    assert not result["changed"] and "commands" not in result
+    info = result["info"]
+    assert info["status"] == {"code": 0, "message": "ok"} and info["exists"] and not info["backup_running"]
+    (repo1,) = info["repos"]
+    assert repo1["key"] == 1 and repo1["backup_count"] == 2 and repo1["status"]["code"] == 0
+    full, diff = repo1["last_backup"]["full"], repo1["last_backup"]["diff"]
+    assert repo1["last_backup"]["incr"] is None
+    assert full["label"] == raw["backup"][0]["label"] and full["label"].endswith("F")
+    assert diff["label"] == raw["backup"][1]["label"] and "_" in diff["label"] and diff["label"].endswith("D")
+    assert full["size"] == raw["backup"][0]["info"]["size"] > 1_000_000
+    assert full["repo_size"] == raw["backup"][0]["info"]["repository"]["size"]
+    assert full["stop_epoch"] == raw["backup"][0]["timestamp"]["stop"]
+    assert 0 <= full["age_seconds"] < 300 and full["error"] is False
+    assert full["stop"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(full["stop_epoch"]))
+    assert info["archive"]["min"] == raw["archive"][0]["min"] and info["archive"]["max"] == raw["archive"][0]["max"]
+    assert info["archive"]["min"] <= full["wal_start"] <= full["wal_stop"] <= info["archive"]["max"]
+    system_id = primary.query("SELECT system_identifier::text FROM pg_control_system()")[0][0]
+    assert info["db"] == [{"id": 1, "repo_key": 1, "system_id": system_id, "version": "15"}]
+
+
+def test_checked_passes_then_reports_archive_command_not_pgbackrest(backrest):
+    primary, repo = backrest()
+    stanza(repo)
+    ok = stanza(repo, state="checked")
+    assert not ok["changed"] and ok["commands"][-1].endswith("--stanza=demo check")
+    primary.append_conf("archive_command = '/bin/true'\n")
+    primary.reload()
+    result = failed(stanza(repo, state="checked"))
+    assert result["error_kind"] == "archive_command_not_pgbackrest" and result["error_code"] == 68
+    assert "must contain pgbackrest" in result["msg"] and "archive-push %p" in result["remedy"]
+
+
+def test_checked_reports_an_archive_timeout(backrest):
+    primary, repo = backrest()
+    stanza(repo)
+    # archive_command calls pgBackRest, but for a repository that does not exist.
+    primary.append_conf(f"archive_command = '{repo.archive_command()} --repo1-path=/nonexistent'\n")
+    primary.reload()
+    result = failed(stanza(repo, state="checked", options={"archive-timeout": 3}))
+    assert result["error_kind"] == "archive_timeout" and "was not archived before the 3000ms timeout" in result["msg"]
+    assert "pg_stat_archiver" in result["remedy"]
+
+
+def test_reinitdb_mismatch_is_reported_with_its_remedy_then_upgraded(backrest):
+    primary, repo = backrest()
+    stanza(repo)
+    old_id = primary.query("SELECT system_identifier::text FROM pg_control_system()")[0][0]
+    primary.stop()
+    shutil.rmtree(primary.datadir)
+    primary.init(fresh=True).start()  # the same path, a new system
+    new_id = primary.query("SELECT system_identifier::text FROM pg_control_system()")[0][0]
+    for state in ("checked", "present"):
+        result = failed(stanza(repo, state=state))
+        assert result["error_kind"] == "system_identifier_mismatch", result
+        assert "do not match the database" in result["msg"] and "state=upgraded" in result["remedy"]
+    predicted = run_module("pgbackrest_stanza", dict(stanza=repo.stanza, config=repo.config, state="upgraded"),
+                           check=True)
+    assert predicted["changed"] and predicted["info"]["db"][-1]["system_id"] == old_id
+    upgraded = stanza(repo, state="upgraded")
+    assert upgraded["changed"] and upgraded["info"]["db"][-1]["system_id"] == new_id
+    assert not stanza(repo, state="upgraded")["changed"]
+    assert not run_module("pgbackrest_stanza", dict(stanza=repo.stanza, config=repo.config, state="upgraded"),
+                          check=True)["changed"]
+    assert not stanza(repo, state="checked").get("failed")
+
+
+def test_absent_needs_force(backrest):
+    primary, repo = backrest()
+    stanza(repo)
+    result = failed(stanza(repo, state="absent"))
+    assert "without force=true" in result["msg"] and result["commands"] == []
+    assert run_module("pgbackrest_info", dict(stanza=repo.stanza, config=repo.config))["info"]["exists"]
+    deleted = stanza(repo, state="absent", force=True)
+    assert deleted["changed"] and deleted["commands"][-1].endswith("stanza-delete --force")
+    assert not deleted["info"]["exists"]
+    assert not stanza(repo, state="absent", force=True)["changed"]
+    assert stanza(repo)["changed"]  # and it can be created again
+
+
+@pytest.mark.parametrize("name", ["../etc", "demo main", "-demo", "x" * 65, "dém"])
+def test_odd_stanza_names_are_refused(name):
+    result = failed(run_module("pgbackrest_stanza", dict(stanza=name)))
+    assert repr(name) in result["msg"] and "not a valid stanza name" in result["msg"]
+
+
+def test_bad_option_name_is_refused(backrest):
+    primary, repo = backrest()
+    result = failed(stanza(repo, options={"repo1-path; rm": "x"}))
+    assert "not a pgBackRest option name" in result["msg"]
+
+
+def test_runs_as_the_repository_owner(backrest):
+    primary, repo = backrest()
+    stanza(repo)
+    owners = {os.stat(os.path.join(root, f)).st_uid
+              for root, dirs, files in os.walk(os.path.join(repo.base, "repo")) for f in files}
+    assert owners == {os.stat(primary.datadir).st_uid}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    tls_dir = tempfile.mkdtemp(prefix="pgfleet-tls-", dir="/var/tmp")
+    os.chmod(tls_dir, 0o755)
+    tls = make_tls(tls_dir)
+    os.chmod(tls["ca.crt"], 0o644)
+    server = MotoS3(tls)
+    yield server
+    server.stop()
+    shutil.rmtree(tls_dir, ignore_errors=True)
+
+
+def test_s3_repository_encrypted(backrest, s3):
+    primary, repo = backrest(s3=s3.repo_options(), cipher_pass="correct horse battery staple")
+    created = stanza(repo)
+    assert created["changed"] and created["info"]["cipher"] == "aes-256-cbc"
+    repo.run("--type=full", "backup")
+    info = stanza(repo, state="checked")["info"]
+    assert info["repos"][0]["last_backup"]["full"]["error"] is False
+    assert info["repos"][0]["cipher"] == "aes-256-cbc"
+    assert not stanza(repo)["changed"]
+    # What is in the bucket is ciphertext: the manifest does not show its own keys.
+    import boto3
+    client = boto3.client("s3", endpoint_url=f"https://127.0.0.1:{s3.port}", region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing", verify=s3.tls["ca.crt"])
+    key = f"pgbackrest/backup/demo/{info['repos'][0]['last_backup']['full']['label']}/backup.manifest"
+    body = client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+    assert b"backup-label" not in body and b"[backup]" not in body
+    assert stanza(repo, state="absent", force=True)["changed"]
+
+
+def test_s3_repository_unreachable(backrest, s3):
+    primary, repo = backrest(s3=dict(s3.repo_options(), port=1))
+    result = failed(stanza(repo, state="checked", options={"io-timeout": 1}))
+    assert result["error_kind"] == "repo_unreachable", result
+    assert "S3 endpoint" in result["remedy"]
