@@ -278,10 +278,12 @@ class Replica:
     def fail(self, msg, **kw):
         self.module.fail_json(msg=msg, commands=self.commands, queries=self.queries, **kw)
 
-    def run(self, argv, env=None, record=True, check_rc=True):
+    def run(self, argv, env=None, record=True, check_rc=True, as_owner=True):
+        """Run ARGV as the data directory's owner (or as this module's user: systemctl)."""
         if record:
             self.commands.append(" ".join(argv))
-        rc, out, err = self.module.run_command(self.os_user.argv(argv), environ_update=dict(env or {}, LC_ALL="C"))
+        rc, out, err = self.module.run_command(self.os_user.argv(argv) if as_owner else argv,
+                                               environ_update=dict(env or {}, LC_ALL="C"))
         if check_rc and rc != 0:
             self.fail("%s failed (rc %d): %s" % (os.path.basename(argv[0]), rc, (err or out).strip()))
         return rc, out
@@ -502,13 +504,13 @@ class Replica:
 
     def stop(self):
         if self.p["service"]:
-            self.run(["systemctl", "stop", self.p["service"]])
+            self.run(["systemctl", "stop", self.p["service"]], as_owner=False)
         else:
             self.run([self.bin("pg_ctl"), "stop", "-D", self.data_dir, "-m", "fast", "-w"])
 
     def start(self):
         if self.p["service"]:
-            self.run(["systemctl", "start", self.p["service"]])
+            self.run(["systemctl", "start", self.p["service"]], as_owner=False)
         else:
             log = self.p["log_file"] or os.path.join(self.data_dir, "startup.log")
             self.run([self.bin("pg_ctl"), "start", "-D", self.p["config_dir"] or self.data_dir, "-l", log, "-w",

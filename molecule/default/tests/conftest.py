@@ -57,3 +57,13 @@ def changed_tasks(report):
     return [f"{host}: {task['task']['name']}"
             for play in report["plays"] for task in play["tasks"]
             for host, result in task["hosts"].items() if result.get("changed")]
+
+
+def adhoc(pattern, module, args):
+    """Run one module on PATTERN as root, the way an operator would; return {host: result}."""
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+               ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run(["ansible", "-i", INVENTORY, pattern, "-b", "-m", module, "-a", json.dumps(args)],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    report = json.loads(proc.stdout)
+    return report["plays"][0]["tasks"][0]["hosts"]
