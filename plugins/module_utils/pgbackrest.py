@@ -54,24 +54,16 @@ REMEDIES = {
 }
 
 
+KIND_BY_CODE = {68: "archive_command_not_pgbackrest", 87: "archive_disabled", 82: "archive_timeout",
+                56: "postgres_unreachable", 62: "stanza_stopped", 50: "lock_held"}
+
+
 def classify_error(code, message):
     if code in SYSID_MISMATCH or "do not match the database" in message:
         return "system_identifier_mismatch"
-    if code == 68:
-        return "archive_command_not_pgbackrest"
-    if code == 87:
-        return "archive_disabled"
-    if code == 82:
-        return "archive_timeout"
-    if code == 56:
-        return "postgres_unreachable"
-    if code == 62:
-        return "stanza_stopped"
-    if code == 50:
-        return "lock_held"
     if code in REPO_UNREACHABLE:
         return "repo_unreachable"
-    return None
+    return KIND_BY_CODE.get(code)
 
 
 def explain_error(stderr):

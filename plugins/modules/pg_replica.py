@@ -361,34 +361,26 @@ class Replica:
                           % (self.p["slot"], host, port))
         return dict(system_identifier=sysid, major=major, slot_exists=slot_exists)
 
-    def primary_identity(self):
-        conn = self.replication_connection(self.p["primary_host"], self.p["primary_port"])
+    def replication_command(self, host, port, command):
+        """The first row COMMAND returns over a new replication connection (None if no rows)."""
+        conn = self.replication_connection(host, port)
         try:
             cur = conn.cursor()
-            cur.execute("IDENTIFY_SYSTEM")
-            return cur.fetchone()[0]
+            cur.execute(command)
+            return cur.fetchone() if cur.description else None
         finally:
             conn.close()
+
+    def primary_identity(self):
+        return self.replication_command(self.p["primary_host"], self.p["primary_port"], "IDENTIFY_SYSTEM")[0]
 
     def require_primary(self):
-        conn = self.replication_connection(self.p["primary_host"], self.p["primary_port"])
-        try:
-            cur = conn.cursor()
-            cur.execute("SHOW in_hot_standby")
-            if cur.fetchone()[0] == "on":
-                raise Refused("primary_host %s:%s is a standby, not a primary; name the primary, or set upstream_host "
-                              "for a cascading replica" % (self.p["primary_host"], self.p["primary_port"]))
-        finally:
-            conn.close()
+        if self.replication_command(self.p["primary_host"], self.p["primary_port"], "SHOW in_hot_standby")[0] == "on":
+            raise Refused("primary_host %s:%s is a standby, not a primary; name the primary, or set upstream_host "
+                          "for a cascading replica" % (self.p["primary_host"], self.p["primary_port"]))
 
     def primary_wal_position(self):
-        conn = self.replication_connection(self.p["primary_host"], self.p["primary_port"])
-        try:
-            cur = conn.cursor()
-            cur.execute("IDENTIFY_SYSTEM")
-            return lsn_to_int(cur.fetchone()[2])
-        finally:
-            conn.close()
+        return lsn_to_int(self.replication_command(self.p["primary_host"], self.p["primary_port"], "IDENTIFY_SYSTEM")[2])
 
     def inspect_local(self):
         d = self.data_dir
@@ -495,12 +487,7 @@ class Replica:
         self.queries.append(command)
         if self.module.check_mode:
             return
-        host, port = self.source()
-        conn = self.replication_connection(host, port)
-        try:
-            conn.cursor().execute(command)
-        finally:
-            conn.close()
+        self.replication_command(*self.source(), command)
 
     def stop(self):
         if self.p["service"]:
