@@ -1,0 +1,102 @@
+"""What a user of the converged lab fleet expects of Redis: private, ACL-guarded, TLS,
+persistent without losing data on a switch, evicting at maxmemory, monitored."""
+
+import os
+
+import pytest
+
+from conftest import converge, hosts_of, wait_for
+
+SECRETS = os.path.join(os.environ.get("PGFLEET_LAB_DIR", ".lab"), "secrets")
+
+
+def secret(name):
+    with open(os.path.join(SECRETS, name), encoding="utf-8") as f:
+        return f.read().split()[0]  # the password lookup may append " salt=..."
+
+
+@pytest.fixture(scope="module")
+def redis_host():
+    (host,) = hosts_of("redis")
+    return host
+
+
+def cli(host, user, *args, tls=False):
+    """redis-cli as USER (its password in the environment, not on the command line)."""
+    port = "6380 --tls --cacert /etc/redis/tls/ca.crt" if tls else "6379"
+    password = secret("redis_app_password" if user == "app" else "redis_admin_password")
+    return host.run(f"REDISCLI_AUTH=%s redis-cli -h 127.0.0.1 -p {port} --user %s " + " ".join(["%s"] * len(args)),
+                    password, user, *args)
+
+
+def info(host, field, section="persistence"):
+    out = cli(host, "admin", "INFO", section).stdout
+    return dict(line.split(":", 1) for line in out.splitlines() if ":" in line)[field].strip()
+
+
+def test_listens_on_private_addresses_only(redis_host):
+    (private,) = [a for a in redis_host.interface("eth0").addresses if ":" not in a]
+    assert redis_host.service("redis-server").is_running and redis_host.service("redis-server").is_enabled
+    for address in ("127.0.0.1", private):
+        assert redis_host.socket(f"tcp://{address}:6379").is_listening
+        assert redis_host.socket(f"tcp://{address}:6380").is_listening
+    assert not redis_host.socket("tcp://0.0.0.0:6379").is_listening
+
+
+def test_default_user_is_off(redis_host):
+    result = redis_host.run("redis-cli -h 127.0.0.1 PING")
+    assert "NOAUTH" in result.stdout + result.stderr
+
+
+def test_app_user_reads_and_writes_but_no_admin_commands(redis_host):
+    assert cli(redis_host, "app", "SET", "greeting", "hello").stdout.strip() == "OK"
+    assert cli(redis_host, "app", "GET", "greeting").stdout.strip() == "hello"
+    for command in (["FLUSHALL"], ["CONFIG", "GET", "maxmemory"], ["DEBUG", "SLEEP", "0"], ["ACL", "LIST"]):
+        out = cli(redis_host, "app", *command).stdout
+        assert "NOPERM" in out, (command, out)
+    assert cli(redis_host, "app", "GET", "greeting").stdout.strip() == "hello"
+
+
+def test_tls_port_verifies_against_the_ca(redis_host):
+    assert cli(redis_host, "app", "PING", tls=True).stdout.strip() == "PONG"
+
+
+def test_secrets_are_not_world_readable(redis_host):
+    for path in ("/etc/redis/users.acl", "/etc/redis/redis.conf", "/etc/default/prometheus-redis-exporter"):
+        assert not redis_host.file(path).mode & 0o004, path
+    acl = redis_host.file("/etc/redis/users.acl").content_string
+    assert secret("redis_app_password") not in acl and "#" in acl  # hashes only
+
+
+def test_aof_switch_through_the_role_keeps_data_and_restarts_nothing(redis_host):
+    cli(redis_host, "admin", "EVAL", "for i=1,10000 do redis.call('SET','persist:'..i,i) end", "0")
+    run_id = info(redis_host, "run_id", "server")
+    assert info(redis_host, "aof_enabled") == "1"
+    converge("--limit", "redis", "-e", "redis_appendonly=false")
+    assert info(redis_host, "aof_enabled") == "0" and info(redis_host, "run_id", "server") == run_id
+    converge("--limit", "redis")
+    assert info(redis_host, "aof_enabled") == "1" and info(redis_host, "run_id", "server") == run_id
+    assert "appendonly yes" in redis_host.file("/etc/redis/redis.conf").content_string
+    redis_host.run_expect([0], "systemctl restart redis-server")
+    assert wait_for(lambda: cli(redis_host, "admin", "DBSIZE").stdout.strip().isdigit())
+    assert info(redis_host, "run_id", "server") != run_id
+    assert cli(redis_host, "admin", "EXISTS", "persist:1", "persist:10000").stdout.strip() == "2"
+
+
+def test_exporter_answers_with_redis_up(redis_host):
+    (private,) = [a for a in redis_host.interface("eth0").addresses if ":" not in a]
+    fetch = f"python3 -c \"import urllib.request; print(urllib.request.urlopen('http://{private}:9121/metrics').read().decode())\""
+    metrics = wait_for(lambda: redis_host.run(fetch).stdout)
+    assert "\nredis_up 1" in metrics
+    assert secret("redis_exporter_password") not in redis_host.check_output("ps -eo args")
+
+
+def test_eviction_at_maxmemory(redis_host):
+    assert cli(redis_host, "admin", "CONFIG", "GET", "maxmemory-policy").stdout.split() == ["maxmemory-policy", "allkeys-lru"]
+    before = int(info(redis_host, "evicted_keys", "stats"))
+    # 120 MB of values into a 64 MB cache, as the application user.
+    result = redis_host.run("redis-benchmark -h 127.0.0.1 --user app -a %s -t set -n 12000 -d 10000 -r 100000000 -q",
+                            secret("redis_app_password"))
+    assert result.rc == 0, result.stderr
+    assert int(info(redis_host, "evicted_keys", "stats")) > before
+    assert int(info(redis_host, "used_memory", "memory")) <= 64 * 1024 * 1024 * 1.1
