@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prints how to reach the converged lab fleet (the primary and each replica).
+# Prints how to reach the converged lab fleet (the primary, each replica, Redis).
 set -euo pipefail
 inv=$(ansible-inventory --list)
 group() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join(d.get(sys.argv[1],{}).get("hosts",[])))' "$1" <<<"$inv"; }
@@ -10,5 +10,8 @@ for h in $(group postgres_primary); do
 done
 for h in $(group postgres_replicas); do
   echo "  podman exec -it $h sudo -u postgres psql          # read-only replica ($h)"
+done
+for h in $(group redis); do
+  echo "  podman exec -it -e REDISCLI_AUTH=\"\$(cut -d' ' -f1 .lab/secrets/redis_app_password)\" $h redis-cli --user app   # Redis ($h)"
 done
 echo "Remove it all with: make lab-destroy"

@@ -4,6 +4,9 @@ import uuid
 
 from conftest import psql, wait_for
 
+# The per-host checks below run on the PostgreSQL hosts only (the fleet has Redis too).
+testinfra_hosts = ["ansible://postgres"]
+
 SERVICE = "postgresql@15-main"
 
 
