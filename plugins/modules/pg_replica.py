@@ -340,6 +340,8 @@ class Replica:
             sysid = cur.fetchone()[0]
             cur.execute("SHOW server_version_num")
             major = str(int(cur.fetchone()[0]) // 10000)
+            cur.execute("SHOW in_hot_standby")
+            source_is_standby = cur.fetchone()[0] == "on"
             slot_exists = None
             if self.p["slot"]:
                 cur.execute("READ_REPLICATION_SLOT %s" % self.p["slot"])  # name checked by SLOT_RE
@@ -354,8 +356,9 @@ class Replica:
             if primary != sysid:
                 raise Refused("upstream %s:%s has system identifier %s but primary %s:%s has %s: it is not a replica of it"
                               % (host, port, sysid, self.p["primary_host"], self.p["primary_port"], primary))
-        else:
-            self.require_primary()
+        elif source_is_standby:
+            raise Refused("primary_host %s:%s is a standby, not a primary; name the primary, or set upstream_host "
+                          "for a cascading replica" % (host, port))
         if self.p["slot"] and not slot_exists and not self.p["create_slot"]:
             raise Refused("slot %r does not exist on %s:%s and create_slot is false; nothing was changed"
                           % (self.p["slot"], host, port))
@@ -373,11 +376,6 @@ class Replica:
 
     def primary_identity(self):
         return self.replication_command(self.p["primary_host"], self.p["primary_port"], "IDENTIFY_SYSTEM")[0]
-
-    def require_primary(self):
-        if self.replication_command(self.p["primary_host"], self.p["primary_port"], "SHOW in_hot_standby")[0] == "on":
-            raise Refused("primary_host %s:%s is a standby, not a primary; name the primary, or set upstream_host "
-                          "for a cascading replica" % (self.p["primary_host"], self.p["primary_port"]))
 
     def primary_wal_position(self):
         return lsn_to_int(self.replication_command(self.p["primary_host"], self.p["primary_port"], "IDENTIFY_SYSTEM")[2])

@@ -259,3 +259,11 @@ def test_bad_parameters(fleet, target, key, value, message):
     msg = refused(run_module("pg_replica", dict(tls_args(fleet, target, "replica_x"), **{key: value})))
     assert message in msg
     assert not os.path.exists(target.datadir)
+
+
+def test_a_standby_named_as_the_primary_is_refused(basebackup_replica, target):
+    standby = basebackup_replica[0]
+    msg = refused(run_module("pg_replica", replica_args(target, standby, slot="replica_x")))
+    assert f"primary_host {standby.socket_dir}:{standby.port} is a standby" in msg and "upstream_host" in msg
+    assert not os.path.exists(target.datadir)
+    assert standby.query("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'replica_x'") == [(0,)]
