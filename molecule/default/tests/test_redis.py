@@ -1,18 +1,9 @@
 """What a user of the converged lab fleet expects of Redis: private, ACL-guarded, TLS,
 persistent without losing data on a switch, evicting at maxmemory, monitored."""
 
-import os
-
 import pytest
 
-from conftest import converge, hosts_of, wait_for
-
-SECRETS = os.path.join(os.environ.get("PGFLEET_LAB_DIR", ".lab"), "secrets")
-
-
-def secret(name):
-    with open(os.path.join(SECRETS, name), encoding="utf-8") as f:
-        return f.read().split()[0]  # the password lookup may append " salt=..."
+from conftest import converge, hosts_of, secret, wait_for
 
 
 @pytest.fixture(scope="module")

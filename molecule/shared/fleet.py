@@ -1,0 +1,74 @@
+"""Helpers every Molecule scenario's tests share: reach the converged fleet through
+Molecule's own inventory, re-run the scenario's converge, read the lab's secrets."""
+
+import json
+import os
+import subprocess
+import time
+
+import testinfra
+from testinfra.utils.ansible_runner import AnsibleRunner
+
+INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE")
+SCENARIO = os.environ.get("MOLECULE_SCENARIO_DIRECTORY", "")
+SECRETS = os.path.join(os.environ.get("PGFLEET_LAB_DIR", ".lab"), "secrets")
+
+
+def hosts_of(group):
+    """GROUP's hosts from Molecule's inventory, reached with `podman exec` (a fraction of a
+    second per command, where Ansible's podman connection takes about two)."""
+    names = AnsibleRunner(INVENTORY).get_hosts(group)
+    assert names, f"the inventory has no host in group {group}"
+    return [testinfra.get_host(f"podman://{name}") for name in names]
+
+
+def secret(name):
+    with open(os.path.join(SECRETS, name), encoding="utf-8") as f:
+        return f.read().split()[0]  # the password lookup may append " salt=..."
+
+
+def wait_for(predicate, timeout=30.0, step=0.5):
+    """Poll PREDICATE until it returns a truthy value or TIMEOUT seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+def converge(*args, expect_success=True):
+    """Run the scenario's converge playbook (site.yml); return its JSON report (with the
+    exit code as 'rc' when a failure is expected)."""
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run(["ansible-playbook", "-i", INVENTORY, os.path.join(SCENARIO, "converge.yml"), *args],
+                          env=env, capture_output=True, text=True, timeout=900, check=False)
+    if expect_success:
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return dict(json.loads(proc.stdout), rc=proc.returncode)
+
+
+def changed_tasks(report):
+    return [f"{host}: {task['task']['name']}"
+            for play in report["plays"] for task in play["tasks"]
+            for host, result in task["hosts"].items() if result.get("changed")]
+
+
+def assert_check_mode_clean():
+    """`ansible-playbook --check --diff` on the converged fleet predicts no change and fails nowhere."""
+    report = converge("--check", "--diff")
+    stats = report["stats"]
+    assert stats, "the check run reached no host"
+    changed = changed_tasks(report)
+    assert changed == [], "check mode predicts changes on a converged fleet: " + "; ".join(changed)
+    assert all(s["failures"] == 0 and s["unreachable"] == 0 for s in stats.values()), stats
+
+
+def adhoc(pattern, module, args):
+    """Run one module on PATTERN as root, the way an operator would; return {host: result}."""
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+               ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run(["ansible", "-i", INVENTORY, pattern, "-b", "-m", module, "-a", json.dumps(args)],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    report = json.loads(proc.stdout)
+    return report["plays"][0]["tasks"][0]["hosts"]
