@@ -82,6 +82,7 @@ molecule: prereqs venv image ## converge, idempotence, --check and verify a cont
 bench: prereqs venv ## side-by-side measurements that print ratios (not part of make test)
 	python bench/partition_vs_partman.py
 	python bench/redis_aof_vs_off.py
+	python bench/pgbench_tuned_vs_default.py
 
 clean: lab-destroy ## lab-destroy, then remove .venv and .lab
 	rm -rf $(VENV) $(LAB)

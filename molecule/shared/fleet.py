@@ -14,6 +14,11 @@ SCENARIO = os.environ.get("MOLECULE_SCENARIO_DIRECTORY", "")
 SECRETS = os.path.join(os.environ.get("PGFLEET_LAB_DIR", ".lab"), "secrets")
 
 
+def podman_hosts(group):
+    """testinfra host specs of GROUP's containers (for a test module's testinfra_hosts)."""
+    return [f"podman://{name}" for name in AnsibleRunner(INVENTORY).get_hosts(group)]
+
+
 def hosts_of(group):
     """GROUP's hosts from Molecule's inventory, reached with `podman exec` (a fraction of a
     second per command, where Ansible's podman connection takes about two)."""
@@ -37,11 +42,21 @@ def wait_for(predicate, timeout=30.0, step=0.5):
         time.sleep(step)
 
 
+PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "playbooks")
+
+
 def converge(*args, expect_success=True):
     """Run the scenario's converge playbook (site.yml); return its JSON report (with the
     exit code as 'rc' when a failure is expected)."""
+    return run_playbook(os.path.join(SCENARIO, "converge.yml"), *args, expect_success=expect_success)
+
+
+def run_playbook(path, *args, expect_success=True):
+    """Run PATH (or a name under playbooks/) against the scenario's fleet; return its JSON report with 'rc'."""
+    if not os.path.isabs(path):
+        path = os.path.join(PLAYBOOKS, path)
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_FORCE_COLOR="0")
-    proc = subprocess.run(["ansible-playbook", "-i", INVENTORY, os.path.join(SCENARIO, "converge.yml"), *args],
+    proc = subprocess.run(["ansible-playbook", "-i", INVENTORY, path, *args],
                           env=env, capture_output=True, text=True, timeout=900, check=False)
     if expect_success:
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

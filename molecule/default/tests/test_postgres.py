@@ -2,10 +2,10 @@
 
 import uuid
 
-from conftest import psql, wait_for
+from conftest import podman_hosts, psql, wait_for
 
 # The per-host checks below run on the PostgreSQL hosts only (the fleet has Redis too).
-testinfra_hosts = ["ansible://postgres"]
+testinfra_hosts = podman_hosts("postgres")
 
 SERVICE = "postgresql@15-main"
 
