@@ -65,7 +65,7 @@ def main():
             for mode in MODES:
                 if mode == "pgfleet_tuned":
                     with open(tuned_file, "w", encoding="utf-8") as f:
-                        f.writelines(f"{k} = {pg_conf_value(v)}\n" for k, v in tuned.items() if k != "huge_pages")
+                        f.writelines(f"{k} = {pg_conf_value(v)}\n" for k, v in tuned.items())
                 elif os.path.exists(tuned_file):
                     os.unlink(tuned_file)
                 cluster.start()

@@ -22,8 +22,8 @@ description:
   - "Parallelism: max_worker_processes and max_parallel_workers follow the cores (at least 8
     workers), half the cores (1 to 4) per gather and per maintenance command."
   - "Autovacuum: 3 workers (5 from 8 cores), scale factors 0.05/0.02, cost limit 2000 on SSD."
-  - "Huge pages: C(try), and C(on) from a shared_buffers of 8 GB, where the page tables
-    saved matter (the host must reserve them: vm.nr_hugepages)."
+  - "Huge pages: C(try): used when the host reserves them (vm.nr_hugepages, worth it from a
+    shared_buffers of about 8 GB), never a failed start when it does not."
 options:
   _input:
     description: The host.
@@ -84,7 +84,7 @@ def pg_tune(host):
         "effective_cache_size": _mb(memory * 3 // 4),
         "maintenance_work_mem": _mb(_clamp(memory // 16, 64, 2 * GB)),
         "work_mem": _mb(_clamp((memory - shared_buffers) // (connections * 3), 4, 256)),
-        "huge_pages": "on" if shared_buffers >= 8 * GB else "try",
+        "huge_pages": "try",
         "min_wal_size": _mb(4 * GB if large else GB),
         "max_wal_size": _mb(16 * GB if large else 4 * GB),
         "checkpoint_timeout": "15min",
