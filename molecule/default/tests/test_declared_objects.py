@@ -1,7 +1,8 @@
 """Objects declared in the inventory, on tables an application's migration created:
 a partitioned table (partitioned on the primary, a daily timer everywhere that maintains
 the primary and skips standbys), row-level security that isolates tenants, and indexes
-built concurrently. One pair of site.yml runs serves all three (CI time).
+built concurrently; and a setting only a restart applies, restarted replicas first. One
+pair of site.yml runs serves all four (CI time).
 
 Runs after test_idempotence_check.py (pytest takes files in name order), then changes
 the fleet the way a user would: by adding declarations to the inventory.
@@ -22,6 +23,8 @@ TABLES = {
     "pg_rls_policies": [{"db": "profile_db", "table": "notes", "rls": "enabled",
                          "policies": [{"name": "tenant_isolation", "roles": ["profile_service"],
                                        "using": TENANT, "with_check": TENANT}]}],
+    # max_locks_per_transaction needs a restart: site.yml restarts replicas, then the primary.
+    "pg_parameters": {"max_locks_per_transaction": 128},
     "pg_indexes": [
         {"db": "profile_db", "table": "notes", "name": "notes_tenant_open", "columns": "tenant_id", "where": "body IS NOT NULL"},
         {"db": "profile_db", "table": "notes", "name": "notes_body_lower", "columns": "lower(body)"},
@@ -31,20 +34,32 @@ TABLES = {
 }
 
 
+def started_at(host):
+    return float(psql(host, "SELECT extract(epoch FROM pg_postmaster_start_time())"))
+
+
 def test_declared_table_is_partitioned_and_maintained_daily(primary, replicas):
     psql(primary, "CREATE TABLE IF NOT EXISTS molecule_messages (id bigserial, created_at timestamptz NOT NULL) "
                   "PARTITION BY RANGE (created_at)")
     psql(primary, "SET ROLE profile_db_owner; CREATE TABLE IF NOT EXISTS notes (id serial PRIMARY KEY, "
                   "tenant_id int NOT NULL, body text, tags text[], created_at timestamptz DEFAULT now())", db="profile_db")
+    fleet = [primary, *replicas]
+    started = [started_at(h) for h in fleet]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(TABLES, f)
     try:
         first = converge("-e", "@" + f.name)
         assert changed_tasks(first), "declaring a table changed nothing"
+        restarted = [started_at(h) for h in fleet]
         again = converge("-e", "@" + f.name)
         assert changed_tasks(again) == []
     finally:
         os.unlink(f.name)
+    for host, before, after in zip(fleet, started, restarted):
+        assert after != before and psql(host, "SHOW max_locks_per_transaction") == "128"
+        assert psql(host, "SELECT count(*) FROM pg_settings WHERE pending_restart") == "0"
+        assert started_at(host) == after  # the second run restarted nothing
+    assert max(restarted[1:]) < restarted[0], restarted  # the replicas before the primary
 
     # DEFAULT + the current month + 3 ahead
     assert psql(primary, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'molecule_messages'::regclass") == "5"
