@@ -11,15 +11,17 @@ command -v apt-get >/dev/null || die "apt-get not found: the lab needs a Debian 
 . /etc/os-release
 [ "${VERSION_CODENAME:-}" = bookworm ] || echo "pgfleet: warning: tested on Debian 12 (bookworm), this is ${PRETTY_NAME:-unknown}" >&2
 
-# Host packages: podman + runc for the fleet, debootstrap for the image, PostgreSQL 15
+# Host packages: podman + runc for the fleet (netavark needs iptables for its bridge
+# networks), debootstrap for the image, PostgreSQL 15
 # for the integration tests' throwaway clusters (pg_partman for the partition benchmark);
 # ansible-test sanity runs the shellcheck package; python3-psycopg2 runs the host-side
-# partition runner in its test as on a database host.
+# partition runner in its test as on a database host; redis-server for the
+# redis_persistence tests and redis-benchmark; pgbouncer for its benchmark.
 # Debian's postgresql package would create and start a 'main' cluster; the tests start
 # their own, so switch that off first.
-packages=(podman runc debootstrap netavark aardvark-dns python3-venv
+packages=(podman runc debootstrap netavark aardvark-dns iptables python3-venv
           postgresql-common postgresql-15 postgresql-client-15 postgresql-15-partman python3-psycopg2
-          pgbackrest openssl acl git make shellcheck)
+          pgbackrest redis-server redis-tools pgbouncer openssl acl git make shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -32,6 +34,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq || die "apt-get update failed: check the host's Debian mirror"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
     || die "apt-get install ${missing[*]} failed"
+  # The packages start their own services; the tests start theirs on free ports.
+  systemctl disable --now redis-server pgbouncer >/dev/null 2>&1 || true
 fi
 
 # Podman must be able to run a container here (cgroups, namespaces, overlay storage).
