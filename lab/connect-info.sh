@@ -11,6 +11,9 @@ done
 for h in $(group postgres_replicas); do
   echo "  podman exec -it $h sudo -u postgres psql          # read-only replica ($h)"
 done
+for h in $(group pgbouncer); do
+  echo "  podman exec -it -e PGPASSWORD=\"\$(cat .lab/secrets/pg_profile_service_password)\" $h psql \"host=$h port=6432 dbname=profile_db user=profile_service sslmode=verify-full sslrootcert=/etc/pgbouncer/root.crt\"   # via PgBouncer (profile_db_ro: the replicas)"
+done
 for h in $(group redis); do
   echo "  podman exec -it -e REDISCLI_AUTH=\"\$(cut -d' ' -f1 .lab/secrets/redis_app_password)\" $h redis-cli --user app   # Redis ($h)"
 done

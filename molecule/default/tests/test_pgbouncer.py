@@ -1,0 +1,120 @@
+"""PgBouncer as an application sees it: TLS and scram only, users found by auth_query,
+transaction pools to the primary, read-only pools spread over the replicas that survive
+a replica going down, and a user list that holds no application secret."""
+
+import concurrent.futures
+
+import pytest
+from conftest import psql, secret, wait_for
+
+from fleet import hosts_of
+
+BOUNCER_CA = "/etc/pgbouncer/root.crt"
+
+
+@pytest.fixture(scope="module")
+def bouncer():
+    (host,) = hosts_of("pgbouncer")
+    return host
+
+
+def via_bouncer(bouncer, sql, db="profile_db", sslmode="verify-full", user="profile_service"):
+    name = bouncer.backend.get_hostname()
+    conninfo = f"host={name} port=6432 dbname={db} user={user} sslmode={sslmode} sslrootcert={BOUNCER_CA}"
+    return bouncer.run("PGPASSWORD=%s psql -XAtq -v ON_ERROR_STOP=1 -d %s -c %s",
+                       secret(f"pg_{user}_password"), conninfo, sql)
+
+
+def console(bouncer, command):
+    return bouncer.check_output("runuser -u postgres -- psql -XAtq -h /var/run/postgresql -p 6432 -d pgbouncer -c %s",
+                                command)
+
+
+def test_clients_log_in_over_tls_with_their_own_password(bouncer):
+    ok = via_bouncer(bouncer, "SELECT current_user || ' ' || pg_is_in_recovery()")
+    assert ok.rc == 0 and ok.stdout.strip() == "profile_service false", ok.stderr
+    plain = via_bouncer(bouncer, "SELECT 1", sslmode="disable")
+    assert plain.rc != 0, plain.stdout
+    wrong = bouncer.run("PGPASSWORD=wrong psql -XAtq -d %s -c 'SELECT 1'",
+                        f"host={bouncer.backend.get_hostname()} port=6432 dbname=profile_db user=profile_service "
+                        f"sslmode=verify-full sslrootcert={BOUNCER_CA}")
+    assert wrong.rc != 0 and "SASL authentication failed" in wrong.stderr, wrong.stderr
+
+
+def test_superusers_and_the_lookup_user_cannot_log_in_through_it(bouncer):
+    for user in ("postgres", "pgbouncer_auth"):
+        name = bouncer.backend.get_hostname()
+        refused = bouncer.run("PGPASSWORD=x psql -XAtq -d %s -c 'SELECT 1'",
+                              f"host={name} port=6432 dbname=profile_db user={user} sslmode=require")
+        assert refused.rc != 0, user
+
+
+def test_server_connections_are_tls_and_pooled_per_transaction(bouncer, primary):
+    assert via_bouncer(bouncer, "SELECT 1").rc == 0
+    pools = console(bouncer, "SHOW POOLS").splitlines()
+    assert any(line.startswith("profile_db|profile_service|") and line.endswith("|transaction") for line in pools), pools
+    address = bouncer.interface("eth0").addresses[0]
+    counts = psql(primary, "SELECT count(*) FILTER (WHERE NOT s.ssl) || '/' || count(*) FROM pg_stat_activity a "
+                           f"JOIN pg_stat_ssl s USING (pid) WHERE a.client_addr = '{address}'")
+    plain, total = map(int, counts.split("/"))
+    assert plain == 0 and total >= 1, counts
+
+
+def test_lookup_function_serves_only_ordinary_users(primary):
+    as_lookup = "SET ROLE pgbouncer_auth; SELECT count(*) FROM pgbouncer.get_auth('{}')"
+    assert psql(primary, as_lookup.format("profile_service"), db="profile_db") == "1"
+    assert psql(primary, as_lookup.format("postgres"), db="profile_db") == "0"
+    assert psql(primary, as_lookup.format("replicator"), db="profile_db") == "0"
+    denied = primary.run("runuser -u postgres -- psql -XAtq -d profile_db -c %s",
+                         "SET ROLE profile_service; SELECT * FROM pgbouncer.get_auth('postgres')")
+    assert denied.rc != 0 and "permission denied" in denied.stderr, denied.stderr
+
+
+def test_user_list_holds_only_the_lookup_user(bouncer):
+    users = bouncer.file("/etc/pgbouncer/userlist.txt")
+    assert users.mode == 0o600 and users.user == "postgres"
+    names = [line.split()[0] for line in users.content_string.splitlines()]
+    assert names == ['"pgbouncer_auth"', '"postgres"'], names
+    assert secret("pg_profile_service_password") not in users.content_string
+
+
+def haproxy_status(bouncer):
+    """{server: UP|DOWN|...} of the replica listener, from HAProxy's stats socket."""
+    script = ("import socket; s = socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock'); "
+              "s.sendall(b'show stat\\n'); print(s.makefile().read())")
+    rows = [line.split(",") for line in bouncer.check_output("python3 -c %s", script).splitlines()]
+    return {r[1]: r[17] for r in rows if len(r) > 17 and r[0] == "postgres_replicas" and r[1] not in ("FRONTEND", "BACKEND")}
+
+
+def replica_addresses(bouncer, clients=4):
+    """Server addresses seen by CLIENTS concurrent read-only sessions (each holds its
+    server connection for a second, so the pool opens several)."""
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        runs = list(pool.map(lambda _: via_bouncer(bouncer, "SELECT inet_server_addr() || ' ' || pg_is_in_recovery() "
+                                                            "FROM pg_sleep(1)", db="profile_db_ro"), range(clients)))
+    assert all(r.rc == 0 for r in runs), [r.stderr for r in runs]
+    return {r.stdout.strip() for r in runs}
+
+
+def test_read_only_pools_spread_over_the_replicas(bouncer, replicas):
+    console(bouncer, "RECONNECT profile_db_ro")  # new server connections, placed by HAProxy now
+    seen = replica_addresses(bouncer)
+    assert all(s.endswith(" true") for s in seen) and len(seen) == len(replicas), seen
+    write = via_bouncer(bouncer, "CREATE TEMP TABLE t (i int)", db="profile_db_ro")
+    assert write.rc != 0 and "read-only transaction" in write.stderr, write.stderr
+
+
+def test_read_only_pools_survive_a_replica_going_down(bouncer, primary, replicas):
+    down = replicas[0]
+    down.run_expect([0], "systemctl stop postgresql@15-main")
+    try:
+        # HAProxy marks it down after two failed checks a second apart.
+        assert wait_for(lambda: haproxy_status(bouncer)[down.backend.get_hostname()] == "DOWN", timeout=10)
+        seen = set()
+        for _ in range(3):
+            seen |= replica_addresses(bouncer)
+        assert len(seen) == 1, seen
+    finally:
+        down.run_expect([0], "systemctl start postgresql@15-main")
+        wait_for(lambda: psql(primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+                 == str(len(replicas)), timeout=60)
