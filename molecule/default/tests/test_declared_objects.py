@@ -4,8 +4,9 @@ the primary and skips standbys), row-level security that isolates tenants, and i
 built concurrently; and a setting only a restart applies, restarted replicas first. One
 pair of site.yml runs serves all four (CI time).
 
-Runs after test_idempotence_check.py (pytest takes files in name order), then changes
-the fleet the way a user would: by adding declarations to the inventory.
+Runs after test_check_mode.py (pytest takes files in name order), then changes the
+fleet the way a user would: by adding declarations to the inventory. No later test
+converges the PostgreSQL hosts without them (that would revert the restart-only setting).
 """
 
 import json
