@@ -111,7 +111,7 @@ def test_read_only_pools_survive_a_replica_going_down(bouncer, primary, replicas
         # HAProxy marks it down after two failed checks a second apart.
         assert wait_for(lambda: haproxy_status(bouncer)[down.backend.get_hostname()] == "DOWN", timeout=10)
         seen = set()
-        for _ in range(3):
+        for _round in range(3):
             seen |= replica_addresses(bouncer)
         assert len(seen) == 1, seen
     finally:
