@@ -42,11 +42,12 @@ def test_clients_log_in_over_tls_with_their_own_password(bouncer):
 
 
 def test_superusers_and_the_lookup_user_cannot_log_in_through_it(bouncer):
-    for user in ("postgres", "pgbouncer_auth"):
-        name = bouncer.backend.get_hostname()
-        refused = bouncer.run("PGPASSWORD=x psql -XAtq -d %s -c 'SELECT 1'",
+    # The lookup user with its real password: only the hba file's reject line stops it.
+    name = bouncer.backend.get_hostname()
+    for user, password in (("postgres", "x"), ("pgbouncer_auth", secret("pgbouncer_auth_password"))):
+        refused = bouncer.run("PGPASSWORD=%s psql -XAtq -d %s -c 'SELECT 1'", password,
                               f"host={name} port=6432 dbname=profile_db user={user} sslmode=require")
-        assert refused.rc != 0, user
+        assert refused.rc != 0 and "login rejected" in refused.stderr, (user, refused.stderr)
 
 
 def test_server_connections_are_tls_and_pooled_per_transaction(bouncer, primary):
