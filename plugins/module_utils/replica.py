@@ -80,6 +80,10 @@ def lsn_to_int(lsn):
     return (int(high, 16) << 32) + int(low, 16)
 
 
+def int_to_lsn(position):
+    return "%X/%X" % (position >> 32, position & 0xFFFFFFFF)
+
+
 def auto_conf_without(text, keys):
     """postgresql.auto.conf TEXT without the lines that set any of KEYS."""
     pattern = re.compile(r"^\s*(%s)\s*=" % "|".join(re.escape(k) for k in keys))

@@ -235,7 +235,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.pgfleet.core.plugins.module_utils.os_user import OsUser
 from ansible_collections.pgfleet.core.plugins.module_utils.replica import (
-    APP_NAME_RE, SLOT_RE, auto_conf_without, conf_quote, conninfo_differs, desired_conninfo, lsn_to_int,
+    APP_NAME_RE, SLOT_RE, auto_conf_without, conf_quote, conninfo_differs, desired_conninfo, int_to_lsn, lsn_to_int,
     pgpass_update,
 )
 
@@ -337,7 +337,7 @@ class Replica:
         try:
             cur = conn.cursor()
             cur.execute("IDENTIFY_SYSTEM")
-            sysid = cur.fetchone()[0]
+            sysid, source_tli = cur.fetchone()[:2]
             cur.execute("SHOW server_version_num")
             major = str(int(cur.fetchone()[0]) // 10000)
             cur.execute("SHOW in_hot_standby")
@@ -362,7 +362,7 @@ class Replica:
         if self.p["slot"] and not slot_exists and not self.p["create_slot"]:
             raise Refused("slot %r does not exist on %s:%s and create_slot is false; nothing was changed"
                           % (self.p["slot"], host, port))
-        return dict(system_identifier=sysid, major=major, slot_exists=slot_exists)
+        return dict(system_identifier=sysid, major=major, slot_exists=slot_exists, timeline=int(source_tli))
 
     def replication_command(self, host, port, command):
         """The first row COMMAND returns over a new replication connection (None if no rows)."""
@@ -392,7 +392,13 @@ class Replica:
         out = self.run([os.path.join(bin_dir, "pg_controldata"), d], record=False)[1]
         fields = dict(re.findall(r"^([^:\n]+):\s+(.*)$", out, re.M))
         rc = self.run([os.path.join(bin_dir, "pg_ctl"), "status", "-D", d], record=False, check_rc=False)[0]
+        # A standby's WAL position and timeline, running or not: the later of its last
+        # restartpoint and its minimum recovery point.
+        points = [(int(fields.get(tli) or 0), lsn_to_int(fields.get(loc)) or 0)
+                  for tli, loc in (("Latest checkpoint's TimeLineID", "Latest checkpoint location"),
+                                   ("Min recovery ending loc's timeline", "Minimum recovery ending location"))]
         state = dict(kind="cluster", major=major, system_identifier=fields.get("Database system identifier"),
+                     wal_position=max(points),
                      cluster_state=fields.get("Database cluster state"), running=rc == 0,
                      standby_signal=os.path.exists(os.path.join(d, "standby.signal")))
         if state["running"]:
@@ -427,6 +433,33 @@ class Replica:
         if not local["running"] and not local["standby_signal"]:
             return ("%s is a stopped cluster that is not a standby (no standby.signal; state: %s): "
                     "it may hold writes the source does not have" % (d, local["cluster_state"]))
+        return self.diverged(local, source)
+
+    def diverged(self, local, source):
+        """Why a standby cannot follow the source's timeline (None when it can): it replayed WAL
+        past the point where the source's timeline forked, as after a point-in-time restore
+        of the primary or a promotion of another replica."""
+        tli, position = local["wal_position"]
+        if local.get("running") and local.get("replay_lsn"):
+            position = max(position, lsn_to_int(local["replay_lsn"]))
+        if tli == source["timeline"]:
+            return None
+        if tli > source["timeline"]:
+            return ("%s is on timeline %d, ahead of the source's timeline %d" % (self.data_dir, tli, source["timeline"]))
+        history = self.replication_command(*self.source(), command="TIMELINE_HISTORY %d" % source["timeline"])[1]
+        history = bytes(history).decode() if not isinstance(history, str) else history
+        forks = {}
+        for line in history.splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0].isdigit():
+                forks[int(fields[0])] = fields[1]
+        if tli not in forks:
+            return ("%s is on timeline %d, which is not in the history of the source's timeline %d"
+                    % (self.data_dir, tli, source["timeline"]))
+        if position > lsn_to_int(forks[tli]):
+            return ("%s replayed WAL up to %s on timeline %d, past %s where the source's timeline %d forked from it: "
+                    "it holds WAL the source does not have"
+                    % (self.data_dir, int_to_lsn(position), tli, forks[tli], source["timeline"]))
         return None
 
     def desired(self):

@@ -198,6 +198,31 @@ def test_promotion_and_the_old_primary_refused_without_rebuild(pg_factory):
         new.destroy()
 
 
+def test_a_standby_past_the_new_timelines_fork_is_refused_without_rebuild(pg_factory):
+    """After a promotion (or a point-in-time restore) the other standby may have replayed WAL
+    the new primary's timeline does not have: it can never stream from it."""
+    old = pg_factory(external_conf=True)
+    old.query("CREATE TABLE t (id int PRIMARY KEY, note text)")
+    new, other = PgCluster(external_conf=True), PgCluster(external_conf=True)
+    try:
+        for standby in (new, other):
+            assert run_module("pg_replica", replica_args(standby, old, replication_user="postgres"))["replication"]["streaming"]
+        run_module("pg_replica", dict(data_dir=new.datadir, state="promoted", port=new.port, unix_socket=new.socket_dir))
+        old.query("INSERT INTO t SELECT g, 'old timeline' FROM generate_series(1, 1000) g")  # only 'other' replays it
+        wait_for_row(other, 1000)
+        follow = replica_args(other, new, replication_user="postgres")
+        refused_result = run_module("pg_replica", follow)
+        assert refused_result["failed"], refused_result
+        assert "past" in refused_result["msg"] and "timeline 2 forked" in refused_result["msg"], refused_result["msg"]
+        assert other.query("SELECT count(*) FROM t") == [(1000,)]  # left alone
+        rebuilt = run_module("pg_replica", dict(follow, rebuild=True))
+        assert rebuilt["action"] == "rebuilt" and rebuilt["replication"]["streaming"], rebuilt
+        assert rebuilt["replication"]["timeline"] == 2 and other.query("SELECT count(*) FROM t") == [(0,)]
+    finally:
+        new.destroy()
+        other.destroy()
+
+
 @pytest.fixture
 def target(fleet):
     return new_cluster(fleet["clusters"])
