@@ -19,7 +19,7 @@ command -v apt-get >/dev/null || die "apt-get not found: the lab needs a Debian 
 # redis_persistence tests and redis-benchmark; pgbouncer for its benchmark.
 # Debian's postgresql package would create and start a 'main' cluster; the tests start
 # their own, so switch that off first.
-packages=(podman runc debootstrap netavark aardvark-dns iptables python3-venv
+packages=(podman runc debootstrap netavark aardvark-dns iptables gpg python3-venv
           postgresql-common postgresql-15 postgresql-client-15 postgresql-15-partman python3-psycopg2
           pgbackrest redis-server redis-tools pgbouncer openssl acl git make shellcheck)
 missing=()
