@@ -84,6 +84,7 @@ bench: prereqs venv ## side-by-side measurements that print ratios (not part of 
 	python bench/redis_aof_vs_off.py
 	python bench/pgbench_tuned_vs_default.py
 	python bench/pgbouncer_vs_direct.py
+	python bench/pgbackrest_vs_pg_dump.py
 
 clean: lab-destroy ## lab-destroy, then remove .venv and .lab
 	rm -rf $(VENV) $(LAB)
