@@ -193,7 +193,8 @@ def test_logical_dumps_are_encrypted_and_restore_into_a_new_database(primary, re
     assert {d.rsplit("-", 1)[0] for d in dumps} >= {"payments_db", "auth_db", "admin_db", "profile_db"}
     path = "/var/backups/pgfleet-dumps/" + [d for d in dumps if d.startswith("payments_db-")][0]
     assert primary.file(path).mode == 0o600 and primary.file("/etc/pgfleet/logical-dump.pass").mode == 0o600
-    assert primary.run("head -c 5 %s", path).stdout != "PGDMP"
+    # A gpg packet, not pg_dump's custom-format magic (bytes: ciphertext is not text).
+    assert primary.run("head -c 5 %s", path).stdout_bytes != b"PGDMP"
     assert primary.run("grep -c dump-marker- %s", path).stdout.strip() == "0"
     report = run_playbook("restore_dump.yml", "-e", "dump_database=payments_db")
     assert report["rc"] == 0
