@@ -119,3 +119,28 @@ def test_read_only_pools_survive_a_replica_going_down(bouncer, primary, replicas
         down.run_expect([0], "systemctl start postgresql@15-main")
         wait_for(lambda: psql(primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
                  == str(len(replicas)), timeout=60)
+
+
+def exporter_metrics(bouncer, address):
+    """/metrics of the PgBouncer exporter, or '' while it does not answer."""
+    fetch = f"import urllib.request; print(urllib.request.urlopen('http://{address}:9127/metrics', timeout=5).read().decode())"
+    return bouncer.run("python3 -c %s", fetch).stdout
+
+
+def test_exporter_reports_the_pools_on_the_private_address_only(bouncer):
+    (private,) = [a for a in bouncer.interface("eth0").addresses if ":" not in a]
+    exporter = bouncer.service("pgfleet-pgbouncer-exporter")
+    assert exporter.is_running and exporter.is_enabled
+    assert bouncer.socket(f"tcp://{private}:9127").is_listening
+    assert not bouncer.socket("tcp://0.0.0.0:9127").is_listening
+    pid = bouncer.check_output("systemctl show -p MainPID --value pgfleet-pgbouncer-exporter")
+    assert bouncer.check_output("ps -o user= -p %s", pid.strip()).strip() == "postgres"
+    assert via_bouncer(bouncer, "SELECT 1").rc == 0
+    lines = exporter_metrics(bouncer, private).splitlines()
+    assert "pgbouncer_up 1.0" in lines
+    assert any(line.startswith('pgbouncer_pools_cl_waiting{database="profile_db",pool_mode="transaction",'
+                               'user="profile_service"}') for line in lines), lines
+    assert "pgbouncer_config_max_client_conn 2000.0" in lines
+    # A restart of PgBouncer (new address, port or file limit) leaves the exporter answering.
+    bouncer.run_expect([0], "systemctl restart pgbouncer")
+    assert wait_for(lambda: "pgbouncer_up 1.0" in exporter_metrics(bouncer, private).splitlines(), timeout=10)
