@@ -1,7 +1,8 @@
 """pgBackRest on a real fleet: a repository host over TLS, scheduled backups, the restore
 drill (and its failure on a corrupted repository), encryption, a primary killed mid-backup,
-and point-in-time recovery through playbooks/restore.yml. The tests run in file order:
-the last one rewinds the primary."""
+point-in-time recovery through playbooks/restore.yml, and a restore onto another host.
+The tests run in file order: the last two rewind the primary, then turn the replica into
+a promoted copy outside the fleet."""
 
 import json
 import time
@@ -248,3 +249,22 @@ def test_point_in_time_recovery_end_to_end(primary, replica, repo):
     assert info(repo)["status"]["code"] == 0
     print("PITR through restore.yml (stop, delta restore, recovery to the target, promotion, replica "
           "rebuilt, new backup): %.1f s" % rto)
+
+
+def test_restore_onto_another_host_leaves_the_fleet_alone(primary, replica, repo):
+    """Last: the replica's host becomes a promoted copy outside the fleet."""
+    sql(primary, "CREATE TABLE copy_probe AS SELECT g AS id FROM generate_series(1, 321) g", db="payments_db")
+    wait_archived(primary)
+    started = sql(primary, "SELECT pg_postmaster_start_time()")
+    report = run_playbook("restore.yml", "-e", json.dumps(dict(
+        restore_type="latest", restore_host="mol-bk-pg2", restore_confirm="mol-bk-pg2")))
+    assert report["rc"] == 0
+    # A writable copy with everything archived, which never archives into the stanza.
+    assert sql(replica, "SELECT pg_is_in_recovery()") == "f"
+    assert sql(replica, "SELECT count(*) FROM copy_probe", db="payments_db") == "321"
+    assert sql(replica, "SHOW archive_mode") == "off"
+    # The primary was not touched and still archives into the repository.
+    assert sql(primary, "SELECT pg_postmaster_start_time()") == started
+    assert sql(primary, "SELECT pg_is_in_recovery()") == "f"
+    wait_archived(primary)
+    assert backrest(repo, "check").rc == 0
