@@ -248,6 +248,12 @@ except ImportError:
     PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
 
 STANDBY_KEYS = ("primary_conninfo", "primary_slot_name")
+# A source restored to a point in time keeps pgBackRest's recovery target in its
+# postgresql.auto.conf, and pg_basebackup copies that file: a standby that kept it would
+# stop at the target's first later commit, promote itself and archive a timeline of its own.
+RECOVERY_TARGET_KEYS = ("recovery_target", "recovery_target_name", "recovery_target_time", "recovery_target_xid",
+                        "recovery_target_lsn", "recovery_target_inclusive", "recovery_target_timeline",
+                        "recovery_target_action")
 
 LOCAL_SQL = """
 SELECT pg_is_in_recovery(), current_setting('primary_conninfo'), current_setting('primary_slot_name'),
@@ -570,14 +576,15 @@ class Replica:
         self.run(argv, env=env)
 
     def write_standby_files(self):
-        """primary_conninfo and primary_slot_name in postgresql.auto.conf, and standby.signal (server stopped)."""
+        """primary_conninfo and primary_slot_name in postgresql.auto.conf, no recovery target, and
+        standby.signal (server stopped)."""
         path = os.path.join(self.data_dir, "postgresql.auto.conf")
         try:
             with open(path) as f:
                 text = f.read()
         except FileNotFoundError:
             text = ""
-        text = auto_conf_without(text, STANDBY_KEYS)
+        text = auto_conf_without(text, STANDBY_KEYS + RECOVERY_TARGET_KEYS)
         if text and not text.endswith("\n"):
             text += "\n"
         text += "primary_conninfo = %s\n" % conf_quote(make_dsn(**self.desired()))
@@ -589,7 +596,8 @@ class Replica:
                 f.write(content)
             os.chmod(target, 0o600)
             self.os_user.chown(target)
-        self.commands.append("write primary_conninfo and primary_slot_name to %s; touch standby.signal" % path)
+        self.commands.append("write primary_conninfo and primary_slot_name to %s (recovery targets removed); "
+                             "touch standby.signal" % path)
 
     def reconfigure_running(self):
         conn = self.local_connection()

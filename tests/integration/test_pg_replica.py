@@ -223,6 +223,30 @@ def test_a_standby_past_the_new_timelines_fork_is_refused_without_rebuild(pg_fac
         other.destroy()
 
 
+def test_a_clone_of_a_restored_primary_does_not_inherit_its_recovery_target(pg_factory):
+    """A primary restored to a point in time keeps pgBackRest's recovery target in its
+    postgresql.auto.conf; a standby cloned from it must not stop there and promote itself."""
+    restored = pg_factory(external_conf=True)
+    restored.query("CREATE TABLE t (id int PRIMARY KEY, note text)")
+    conn = restored.connect()  # autocommit: ALTER SYSTEM refuses a transaction block
+    try:
+        for setting in ("recovery_target_time = '2001-01-01 00:00:00+00'", "recovery_target_action = 'promote'"):
+            conn.cursor().execute("ALTER SYSTEM SET " + setting)
+    finally:
+        conn.close()
+    standby = PgCluster(external_conf=True)
+    try:
+        result = run_module("pg_replica", replica_args(standby, restored, replication_user="postgres"))
+        assert result["replication"]["streaming"], result
+        with open(os.path.join(standby.datadir, "postgresql.auto.conf"), encoding="utf-8") as f:
+            assert "recovery_target" not in f.read()
+        restored.query("INSERT INTO t SELECT g, 'after the target' FROM generate_series(1, 50) g")
+        wait_for_row(standby, 50)
+        assert standby.query("SELECT pg_is_in_recovery()") == [(True,)]
+    finally:
+        standby.destroy()
+
+
 @pytest.fixture
 def target(fleet):
     return new_cluster(fleet["clusters"])
