@@ -76,8 +76,17 @@ unit: venv ## pytest unit tests
 integration: prereqs venv ## pytest against real PostgreSQL clusters on this host
 	pytest tests/integration
 
-molecule: prereqs venv image ## converge, idempotence, --check and verify a container fleet
-	molecule test --all
+SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+
+# Every scenario runs even after one fails (`molecule test --all` stops at the first).
+molecule: prereqs venv image ## converge, idempotence, --check and verify each container fleet
+	@failed=""
+	for scenario in $(SCENARIOS); do
+	  t=$$(date +%s)
+	  if molecule test -s $$scenario; then r=passed; else r=FAILED; failed="$$failed $$scenario"; fi
+	  echo "=== pgfleet: molecule $$scenario $$r in $$(( $$(date +%s) - t )) s"
+	done
+	[ -z "$$failed" ] || { echo "molecule scenarios failed:$$failed"; exit 1; }
 
 bench: prereqs venv ## side-by-side measurements that print ratios (not part of make test)
 	python bench/partition_vs_partman.py
