@@ -4,6 +4,7 @@ pool shows as waiting, the configured limits are exported, and a PgBouncer that 
 and comes back is reported down then up without restarting the exporter."""
 
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -70,8 +71,11 @@ def fleet():
     bouncer = Bouncer(cluster)
     bouncer.start()
     web = free_port()
+    # A copy postgres can read wherever the checkout lives (a mktemp clone is root-only).
+    script = shutil.copy(SCRIPT, bouncer.dir)
+    os.chmod(script, 0o755)
     exporter = subprocess.Popen(
-        ["runuser", "-u", "postgres", "--", "/usr/bin/python3", SCRIPT, "--web-address", "127.0.0.1",
+        ["runuser", "-u", "postgres", "--", "/usr/bin/python3", script, "--web-address", "127.0.0.1",
          "--web-port", str(web), "--pgbouncer-socket-dir", bouncer.dir, "--pgbouncer-port", str(bouncer.port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 10
