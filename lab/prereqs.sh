@@ -17,13 +17,15 @@ command -v apt-get >/dev/null || die "apt-get not found: the lab needs a Debian 
 # ansible-test sanity runs the shellcheck package; python3-psycopg2 runs the host-side
 # partition runner in its test as on a database host; redis-server for the
 # redis_persistence tests and redis-benchmark; pgbouncer for its benchmark and, with
-# python3-prometheus-client, the PgBouncer exporter's test; prometheus for promtool, which
-# checks and unit tests the alert rules.
+# python3-prometheus-client, -yaml and -bcrypt, the PgBouncer exporter's test; prometheus
+# for promtool (checks and unit tests the alert rules); the postgres and node exporters
+# for their test.
 # Debian's postgresql package would create and start a 'main' cluster; the tests start
 # their own, so switch that off first.
 packages=(podman runc debootstrap netavark aardvark-dns iptables gpg python3-venv
           postgresql-common postgresql-15 postgresql-client-15 postgresql-15-partman python3-psycopg2
-          pgbackrest redis-server redis-tools pgbouncer python3-prometheus-client prometheus openssl acl git make shellcheck)
+          pgbackrest redis-server redis-tools pgbouncer python3-prometheus-client python3-yaml python3-bcrypt
+          prometheus prometheus-postgres-exporter prometheus-node-exporter openssl acl git make shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -37,7 +39,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
     || die "apt-get install ${missing[*]} failed"
   # The packages start their own services; the tests start theirs on free ports.
-  systemctl disable --now redis-server pgbouncer prometheus >/dev/null 2>&1 || true
+  systemctl disable --now redis-server pgbouncer prometheus prometheus-postgres-exporter prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 
 # Podman must be able to run a container here (cgroups, namespaces, overlay storage).

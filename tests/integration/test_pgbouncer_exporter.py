@@ -3,18 +3,22 @@ in front of a real cluster: counters follow the traffic, a client queued behind 
 pool shows as waiting, the configured limits are exported, and a PgBouncer that stops
 and comes back is reported down then up without restarting the exporter."""
 
+import base64
 import os
 import shutil
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import psycopg2
 import pytest
 
 from pgcluster import PgCluster, free_port
+from services import make_tls
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "roles", "pgbouncer", "files",
                       "pgfleet-pgbouncer-exporter")
@@ -163,3 +167,64 @@ def test_pgbouncer_down_then_back_is_seen_without_an_exporter_restart(fleet):
     finally:
         bouncer.start()
     assert scrape(web)["pgbouncer_up"] == 1
+
+
+def test_web_config_gives_tls_and_basic_auth(fleet, tmp_path):
+    """The exporters role's web configuration (exporter-toolkit's format): TLS, a bcrypt user,
+    and a changed file takes effect without a restart."""
+    from passlib.hash import bcrypt  # pylint: disable=import-outside-toplevel
+
+    bouncer = fleet[0]
+    tls = make_tls(str(tmp_path))
+    for name in ("server.crt", "server.key"):
+        shutil.copy(tls[name], bouncer.dir)
+    web_config = os.path.join(bouncer.dir, "web.yml")
+
+    def write_config(password):
+        with open(web_config, "w", encoding="utf-8") as f:
+            f.write(f"tls_server_config:\n  cert_file: {bouncer.dir}/server.crt\n  key_file: {bouncer.dir}/server.key\n"
+                    f"basic_auth_users:\n  prometheus: {bcrypt.using(rounds=10).hash(password)}\n")
+        subprocess.run(["chown", "-R", "postgres:postgres", bouncer.dir], check=True)
+
+    write_config("first-password-0123456789")
+    port = free_port()
+    exporter = subprocess.Popen(
+        ["runuser", "-u", "postgres", "--", "/usr/bin/python3", os.path.join(bouncer.dir, os.path.basename(SCRIPT)),
+         "--web-address", "127.0.0.1", "--web-port", str(port), "--pgbouncer-socket-dir", bouncer.dir,
+         "--pgbouncer-port", str(bouncer.port), "--web-config", web_config],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = ssl.create_default_context(cafile=tls["ca.crt"])
+
+    def get(password, scheme="https"):
+        request = urllib.request.Request(f"{scheme}://localhost:{port}/metrics")
+        if password:
+            request.add_header("Authorization", "Basic " + base64.b64encode(f"prometheus:{password}".encode()).decode())
+        with urllib.request.urlopen(request, context=context if scheme == "https" else None, timeout=5) as answer:
+            return answer.read().decode()
+
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                text = get("first-password-0123456789")
+                break
+            except urllib.error.URLError:
+                assert exporter.poll() is None, exporter.stdout.read()
+                assert time.monotonic() < deadline, "exporter did not answer"
+                time.sleep(0.2)
+        # What the alert rules read from this exporter is there.
+        for name in ("pgbouncer_up", "pgbouncer_lists_used_clients", "pgbouncer_lists_login_clients",
+                     "pgbouncer_config_max_client_conn", "pgbouncer_pools_client_maxwait_seconds"):
+            assert f"\n{name}" in text, name
+        for password in (None, "wrong-password"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                get(password)
+            assert refused.value.code == 401
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            get("first-password-0123456789", scheme="http")
+        write_config("second-password-0123456789")
+        with pytest.raises(urllib.error.HTTPError):
+            get("first-password-0123456789")
+        assert "pgbouncer_up 1.0" in get("second-password-0123456789")
+    finally:
+        exporter.terminate()
