@@ -87,3 +87,29 @@ def adhoc(pattern, module, args):
                           env=env, capture_output=True, text=True, timeout=300, check=False)
     report = json.loads(proc.stdout)
     return report["plays"][0]["tasks"][0]["hosts"]
+
+
+FETCH = """
+import base64, ssl, sys, urllib.error, urllib.request
+request = urllib.request.Request(sys.argv[1])
+if sys.argv[2]:
+    request.add_header("Authorization", "Basic " + base64.b64encode(sys.argv[2].encode()).decode())
+try:
+    with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=sys.argv[3]), timeout=10) as answer:
+        print(answer.status)
+        print(answer.read().decode())
+except urllib.error.HTTPError as refused:
+    print(refused.code)
+except OSError as failed:
+    print(0)
+    print(failed)
+"""
+
+
+def https_get(host, url, ca, credentials=""):
+    """GET URL from inside HOST (python3 is in every lab image, curl is not), verifying the
+    server against CA and sending CREDENTIALS ('user:password') as basic auth.
+    Returns (status, body); status 0 when no HTTP answer came (refused, TLS failure)."""
+    out = host.run("python3 -c %s %s %s %s", FETCH, url, credentials, ca).stdout
+    status, _newline, body = out.partition("\n")
+    return int(status or 0), body

@@ -22,6 +22,7 @@ def render(**overrides):
         header, body = f.read().split("\n", 1)
     settings = dict(re.findall(r"(\w+):'([^']*)'", header))
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, **settings)
+    env.filters["combine"] = lambda a, b: {**a, **b}  # Ansible's, for two flat dicts
     with open(DEFAULTS, encoding="utf-8") as f:
         defaults = yaml.safe_load(f)
     context = {k: v for k, v in defaults.items() if k.startswith("monitoring_alert") or k == "monitoring_ignored_fstypes"}
@@ -61,10 +62,12 @@ def test_every_rule_has_unit_tests_that_pass(rules_dir):
 
 
 def test_lab_overrides_of_for_reach_the_rules():
-    overrides = dict(load_defaults()["monitoring_alert_for"], PostgresReplicaCountDropped="10s")
-    rules = yaml.safe_load(render(monitoring_alert_for=overrides))
-    (rule,) = [r for g in rules["groups"] for r in g["rules"] if r["alert"] == "PostgresReplicaCountDropped"]
-    assert rule["for"] == "10s"
+    rules = yaml.safe_load(render(monitoring_alert_for_overrides={"PostgresReplicaCountDropped": "10s"},
+                                  monitoring_alert_threshold_overrides={"replication_lag_seconds": 5}))
+    by_name = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    assert by_name["PostgresReplicaCountDropped"]["for"] == "10s"
+    assert by_name["PostgresDown"]["for"] == "1m"  # the others keep their defaults
+    assert by_name["PostgresReplicationLagHigh"]["expr"] == "pgfleet_replica_lag_seconds > 5"
 
 
 def test_a_broken_rule_fails_the_check(tmp_path):

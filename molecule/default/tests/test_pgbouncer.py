@@ -7,7 +7,7 @@ import concurrent.futures
 import pytest
 from conftest import psql, secret, wait_for
 
-from fleet import hosts_of
+from fleet import hosts_of, https_get
 
 BOUNCER_CA = "/etc/pgbouncer/root.crt"
 
@@ -121,10 +121,12 @@ def test_read_only_pools_survive_a_replica_going_down(bouncer, primary, replicas
                  == str(len(replicas)), timeout=60)
 
 
-def exporter_metrics(bouncer, address):
-    """/metrics of the PgBouncer exporter, or '' while it does not answer."""
-    fetch = f"import urllib.request; print(urllib.request.urlopen('http://{address}:9127/metrics', timeout=5).read().decode())"
-    return bouncer.run("python3 -c %s", fetch).stdout
+def exporter_metrics(bouncer, password=None, scheme="https"):
+    """(status, /metrics) of the PgBouncer exporter, which has TLS and basic auth from the
+    exporters role's web config."""
+    password = secret("exporters_basic_auth_password") if password is None else password
+    url = f"{scheme}://{bouncer.backend.get_hostname()}:9127/metrics"
+    return https_get(bouncer, url, BOUNCER_CA, "prometheus:" + password)
 
 
 def test_exporter_reports_the_pools_on_the_private_address_only(bouncer):
@@ -136,11 +138,14 @@ def test_exporter_reports_the_pools_on_the_private_address_only(bouncer):
     pid = bouncer.check_output("systemctl show -p MainPID --value pgfleet-pgbouncer-exporter")
     assert bouncer.check_output("ps -o user= -p %s", pid.strip()).strip() == "postgres"
     assert via_bouncer(bouncer, "SELECT 1").rc == 0
-    lines = exporter_metrics(bouncer, private).splitlines()
-    assert "pgbouncer_up 1.0" in lines
+    status, text = exporter_metrics(bouncer)
+    lines = text.splitlines()
+    assert status == 200 and "pgbouncer_up 1.0" in lines
+    assert exporter_metrics(bouncer, password="not-the-password")[0] == 401
+    assert exporter_metrics(bouncer, scheme="http")[0] == 0  # TLS only
     assert any(line.startswith('pgbouncer_pools_cl_waiting{database="profile_db",pool_mode="transaction",'
                                'user="profile_service"}') for line in lines), lines
     assert "pgbouncer_config_max_client_conn 2000.0" in lines
     # A restart of PgBouncer (new address, port or file limit) leaves the exporter answering.
     bouncer.run_expect([0], "systemctl restart pgbouncer")
-    assert wait_for(lambda: "pgbouncer_up 1.0" in exporter_metrics(bouncer, private).splitlines(), timeout=10)
+    assert wait_for(lambda: "pgbouncer_up 1.0" in exporter_metrics(bouncer)[1].splitlines(), timeout=10)
