@@ -94,8 +94,11 @@ import base64, ssl, sys, urllib.error, urllib.request
 request = urllib.request.Request(sys.argv[1])
 if sys.argv[2]:
     request.add_header("Authorization", "Basic " + base64.b64encode(sys.argv[2].encode()).decode())
+context = ssl.create_default_context(cafile=sys.argv[3])
+if len(sys.argv) > 5:
+    context.load_cert_chain(sys.argv[4], sys.argv[5])
 try:
-    with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=sys.argv[3]), timeout=10) as answer:
+    with urllib.request.urlopen(request, context=context, timeout=10) as answer:
         print(answer.status)
         print(answer.read().decode())
 except urllib.error.HTTPError as refused:
@@ -106,10 +109,11 @@ except OSError as failed:
 """
 
 
-def https_get(host, url, ca, credentials=""):
+def https_get(host, url, ca, credentials="", client_cert=()):
     """GET URL from inside HOST (python3 is in every lab image, curl is not), verifying the
-    server against CA and sending CREDENTIALS ('user:password') as basic auth.
+    server against CA, sending CREDENTIALS ('user:password') as basic auth and, if given,
+    CLIENT_CERT (certificate and key files on HOST).
     Returns (status, body); status 0 when no HTTP answer came (refused, TLS failure)."""
-    out = host.run("python3 -c %s %s %s %s", FETCH, url, credentials, ca).stdout
+    out = host.run("python3 -c %s %s %s %s" + " %s" * len(client_cert), FETCH, url, credentials, ca, *client_cert).stdout
     status, _newline, body = out.partition("\n")
     return int(status or 0), body

@@ -5,6 +5,8 @@ import pytest
 
 from conftest import converge, hosts_of, secret, wait_for
 
+from fleet import https_get
+
 
 @pytest.fixture(scope="module")
 def redis_host():
@@ -79,11 +81,22 @@ def test_aof_switch_through_the_role_keeps_data_and_restarts_nothing(redis_host)
 
 
 def test_exporter_answers_with_redis_up(redis_host):
+    """Over TLS, to a client with a fleet-CA certificate only (here the host's own)."""
     (private,) = [a for a in redis_host.interface("eth0").addresses if ":" not in a]
-    fetch = f"python3 -c \"import urllib.request; print(urllib.request.urlopen('http://{private}:9121/metrics').read().decode())\""
-    metrics = wait_for(lambda: redis_host.run(fetch).stdout)
-    assert "\nredis_up 1" in metrics
+    assert redis_host.socket(f"tcp://{private}:9121").is_listening
+    assert not redis_host.socket("tcp://0.0.0.0:9121").is_listening
+    tls = "/etc/prometheus/tls/"
+    url = f"https://{redis_host.backend.get_hostname()}:9121/metrics"
+
+    def metrics():
+        status, body = https_get(redis_host, url, tls + "root.crt", "", (tls + "exporter.crt", tls + "exporter.key"))
+        return body if status == 200 else ""
+
+    assert "\nredis_up 1" in wait_for(metrics)
+    assert https_get(redis_host, url, tls + "root.crt")[0] == 0  # no client certificate, no answer
     assert secret("redis_exporter_password") not in redis_host.check_output("ps -eo args")
+    show = redis_host.check_output("systemctl show -p User -p NoNewPrivileges -p ProtectSystem prometheus-redis-exporter")
+    assert set(show.split()) >= {"User=prometheus", "NoNewPrivileges=yes", "ProtectSystem=strict"}, show
 
 
 def test_eviction_at_maxmemory(redis_host):
