@@ -3,6 +3,8 @@ moto's S3 over TLS: encrypted dumps uploaded, old ones pruned by the time in the
 foreign objects kept, a dump restored from S3 into a new database, standbys skip."""
 
 import datetime
+import importlib.machinery
+import importlib.util
 import json
 import os
 import shutil
@@ -125,3 +127,31 @@ def test_a_standby_dumps_nothing(pg, s3, work):
         assert not os.path.exists(cfg["dir"]) or os.listdir(cfg["dir"]) == []
     finally:
         standby.destroy()
+
+
+def test_gpg_done_waits_for_an_agent_that_stops_late(tmp_path):
+    """gpgconf --kill only asks the agent to stop. An agent still alive when the script ends
+    sits in the oneshot unit's cgroup, and systemd (cgroup v1 in a container) then waits out
+    TimeoutStopSec and fails the run. A gpgconf that passes the request on one second late
+    makes that race certain: gpg_done must still return only once the agent is gone."""
+    loader = importlib.machinery.SourceFileLoader("pgfleet_logical_dump", SCRIPT)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    late = tmp_path / "bin"
+    late.mkdir()
+    (late / "gpgconf").write_text('#!/bin/sh\n( sleep 1; exec /usr/bin/gpgconf "$@" ) >/dev/null 2>&1 &\n', encoding="utf-8")
+    (late / "gpgconf").chmod(0o755)
+    passphrase = tmp_path / "pass"
+    passphrase.write_text("correct horse battery staple 42", encoding="utf-8")
+    argv, home = module.gpg({"passphrase_file": str(passphrase)}, "--symmetric", "--output", str(tmp_path / "x.gpg"))
+    subprocess.run(argv, input=b"secret", check=True, capture_output=True)
+    agent = module.gpg_agent_pid(home)
+    assert agent and os.path.exists("/proc/%d" % agent), "gpg started no agent to wait for"
+    path = os.environ["PATH"]
+    os.environ["PATH"] = "%s:%s" % (late, path)
+    try:
+        module.gpg_done(home)
+    finally:
+        os.environ["PATH"] = path
+    assert not os.path.exists("/proc/%d" % agent), "gpg_done returned while the agent still ran"
+    assert not os.path.exists(home)
