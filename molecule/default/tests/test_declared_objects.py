@@ -49,10 +49,10 @@ def test_declared_table_is_partitioned_and_maintained_daily(primary, replicas):
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(TABLES, f)
     try:
-        first = converge("-e", "@" + f.name)
+        first = converge("--limit", "postgres", "-e", "@" + f.name)
         assert changed_tasks(first), "declaring a table changed nothing"
         restarted = [started_at(h) for h in fleet]
-        again = converge("-e", "@" + f.name)
+        again = converge("--limit", "postgres", "-e", "@" + f.name)
         assert changed_tasks(again) == []
     finally:
         os.unlink(f.name)
