@@ -129,7 +129,7 @@ def test_a_standby_dumps_nothing(pg, s3, work):
         standby.destroy()
 
 
-def test_gpg_done_waits_for_an_agent_that_stops_late(tmp_path):
+def test_gpg_done_waits_for_an_agent_that_stops_late(tmp_path, monkeypatch):
     """gpgconf --kill only asks the agent to stop. An agent still alive when the script ends
     sits in the oneshot unit's cgroup, and systemd (cgroup v1 in a container) then waits out
     TimeoutStopSec and fails the run. A gpgconf that passes the request on one second late
@@ -147,11 +147,7 @@ def test_gpg_done_waits_for_an_agent_that_stops_late(tmp_path):
     subprocess.run(argv, input=b"secret", check=True, capture_output=True)
     agent = module.gpg_agent_pid(home)
     assert agent and os.path.exists("/proc/%d" % agent), "gpg started no agent to wait for"
-    path = os.environ["PATH"]
-    os.environ["PATH"] = "%s:%s" % (late, path)
-    try:
-        module.gpg_done(home)
-    finally:
-        os.environ["PATH"] = path
+    monkeypatch.setenv("PATH", "%s:%s" % (late, os.environ["PATH"]))
+    module.gpg_done(home)
     assert not os.path.exists("/proc/%d" % agent), "gpg_done returned while the agent still ran"
     assert not os.path.exists(home)
