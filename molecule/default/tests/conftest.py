@@ -23,3 +23,8 @@ def primary():
 @pytest.fixture(scope="session")
 def replicas():
     return hosts_of("postgres_replicas")
+
+
+def pytest_collection_modifyitems(items):
+    """test_failover.py makes another host the primary: it runs after every other test."""
+    items.sort(key=lambda item: item.path.name == "test_failover.py")
