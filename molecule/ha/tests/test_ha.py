@@ -2,12 +2,13 @@
 network, and switched over by switchover.yml; writes go through PgBouncer and HAProxy on the
 router. Figures are printed; the requirements' bounds are asserted."""
 
+import json
 import statistics
 import time
 
 import pytest
 
-from conftest import (NETWORK, Probe, assert_check_mode_clean, leader_name, members, podman, psql,
+from conftest import (NETWORK, Probe, assert_check_mode_clean, hosts_of, leader_name, members, podman, psql,
                       run_playbook, secret, wait_for)
 
 KILLS = 3
@@ -193,6 +194,24 @@ def test_switchover_loses_nothing_and_reports_the_pause(pg_hosts, router, probe_
     assert missing == []
     assert messages, "switchover.yml did not report the write pause"
     wait_streaming(pg_hosts, old.backend.name, timeout=120)
+
+
+def test_backups_and_archiving_follow_the_leader(pg_hosts):
+    """After the failovers and the switchover, WAL is archived from the current leader and an
+    on-demand backup (the schedules' own unit) backs it up."""
+    leader = current_leader(pg_hosts)
+    before = int(psql(leader, "SELECT archived_count FROM pg_stat_archiver"))
+    psql(leader, "SELECT pg_switch_wal() FROM (SELECT txid_current()) AS t")
+    assert wait_for(lambda: int(psql(leader, "SELECT archived_count FROM pg_stat_archiver")) > before, timeout=60)
+    assert psql(leader, "SELECT failed_count = 0 OR last_archived_time > last_failed_time FROM pg_stat_archiver") == "t"
+    report = run_playbook("backup.yml", "-e", "backup_type=full")
+    # The report task loops over the repositories: its lines are in each item's msg.
+    assert "repo1: " in json.dumps(report["plays"][-1]["tasks"][-1]), "backup.yml reported no backup"
+    (repo,) = hosts_of("pgbackrest_repo")
+    (stanza,) = json.loads(repo.check_output("runuser -u postgres -- pgbackrest --stanza=main --output=json info"))
+    assert stanza["status"]["code"] == 0, stanza["status"]
+    assert [b["type"] for b in stanza["backup"] if not b.get("error")][-1:] == ["full"], stanza["backup"]
+    print(f"\nfull backup after the failovers taken from {leader.backend.name} (the leader)")
 
 
 def test_site_yml_follows_the_new_leader_with_nothing_to_do(pg_hosts):
