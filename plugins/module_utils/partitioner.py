@@ -13,7 +13,9 @@ import re
 import time
 
 from ansible_collections.pgfleet.core.plugins.module_utils import partitions as P
-from ansible_collections.pgfleet.core.plugins.module_utils.postgres import psycopg2, qualified, sql
+from ansible_collections.pgfleet.core.plugins.module_utils.postgres import (
+    check_identifiers, identifier_error, psycopg2, qualified, sql,
+)
 
 # Defaults of the pg_partition options, for callers that are not the module.
 DEFAULTS = dict(schema="public", step=None, premake=4, start=None, retention=None, retention_mode="drop",
@@ -42,6 +44,8 @@ class Plan:
     def __init__(self):
         self.steps = []  # (kind, name, [statements]); a ('move', statement) tuple repeats in batches
         self.created, self.detached, self.dropped, self.rows_moved = [], [], [], {}
+        self.finalized = []  # partitions whose interrupted DETACH ... CONCURRENTLY is completed
+        self.warnings = []
 
 
 class Partitioner:
@@ -51,6 +55,7 @@ class Partitioner:
         self.p = params
         self.session = session
         self._fail = fail
+        self.finalized_during_run = []
 
     def fail(self, msg):
         self._fail(msg, self.session.queries)
@@ -134,6 +139,8 @@ class Partitioner:
 
     def validate(self):
         p = self.p
+        check_identifiers(self.fail, [("schema", p["schema"]), ("table", p["table"]),
+                                      ("archive_schema", p["archive_schema"])])
         if p["interval"] == "integer":
             if not p["step"] or p["step"] <= 0:
                 self.fail("interval=integer needs a positive step, got step=%r" % p["step"])
@@ -190,12 +197,19 @@ class Partitioner:
             "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
             (p["schema"],))}
 
-        for name in pending:  # a DETACH CONCURRENTLY that was interrupted
-            plan.steps.append(("finalize", name, [sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE").format(
-                parent, qualified(p["schema"], name))]))
+        # A DETACH ... CONCURRENTLY that was interrupted (timed out in its second phase, or
+        # cancelled) leaves the partition pending detach: invisible to new queries, still in
+        # pg_inherits, and blocking every other concurrent detach of the table. Complete it
+        # first, under the same lock_timeout and retries; retention then finishes with it below.
+        for name in pending:
+            plan.steps.append(("finalize", name, [self.finalize_statement(name)]))
+            plan.finalized.append(name)
 
         if p["default_partition"] and default is None:
             name = p["table"] + "_default"
+            why = identifier_error("default partition name", name)
+            if why:
+                self.fail(why + ": use a shorter table name")
             self.check_name(name, relnames)
             plan.steps.append(("default", name, self.create_statements(name, None)))
             plan.created.append(name)
@@ -228,8 +242,26 @@ class Partitioner:
 
         planned = children + [(rng, None) for rng in ranges if rng not in existing]
         newest = max(c[0][1] for c in planned) if planned else None
-        self.retire(plan, parent, [name for _rng, name in self.expired(children, current, newest)], default_name)
+        expired = [name for _rng, name in self.expired(children, current, newest)]
+        for name in pending:
+            if name not in expired:
+                plan.warnings.append(
+                    "partition %s.%s was pending detach (an interrupted DETACH ... CONCURRENTLY) although retention "
+                    "keeps it: it was finalized and left as a standalone table; re-attach it by hand if it is still "
+                    "needed" % (p["schema"], name))
+                plan.detached.append(name)
+        self.retire(plan, parent, expired, default_name, pending)
         return plan
+
+    def finalize_statement(self, name):
+        return sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE").format(
+            qualified(self.p["schema"], self.p["table"]), qualified(self.p["schema"], name))
+
+    def detach_pending(self, name):
+        """Whether NAME is now a partition pending detach (the first phase of a concurrent detach committed)."""
+        return bool(self.session.fetch(
+            "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = %s AND c.relname = %s AND i.inhdetachpending", (self.oid, name)))
 
     def check_name(self, name, relnames):
         if name in relnames:
@@ -237,9 +269,12 @@ class Partitioner:
                       % (self.p["schema"], name, self.p["table"]))
 
     def count_default_rows(self, default, rng):
-        q = sql.SQL("SELECT count(*) FROM {} WHERE {} >= %s AND {} < %s").format(
-            qualified(self.p["schema"], default), sql.Identifier(self.key), sql.Identifier(self.key))
-        return self.session.fetch(q, (P.literal(rng[0], self.type_name), P.literal(rng[1], self.type_name)))[0][0]
+        # Values as sql.Literal: composed SQL never goes through %-formatting (a '%' in a name).
+        q = sql.SQL("SELECT count(*) FROM {} WHERE {} >= {} AND {} < {}").format(
+            qualified(self.p["schema"], default), sql.Identifier(self.key),
+            sql.Literal(P.literal(rng[0], self.type_name)), sql.Identifier(self.key),
+            sql.Literal(P.literal(rng[1], self.type_name)))
+        return self.session.fetch(q)[0][0]
 
     def expired(self, children, current, newest_upper):
         """Existing partitions retention removes; never the newest one after this run."""
@@ -258,7 +293,7 @@ class Partitioner:
         p = self.p
         child, parent = qualified(p["schema"], name), qualified(p["schema"], p["table"])
         key = sql.Identifier(self.key)
-        check = sql.Identifier((name + "_bounds")[-63:])
+        check = sql.Identifier(P.fit_name(name, "_bounds"))
         stmts = [sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE "
                          "INCLUDING COMMENTS INCLUDING GENERATED)").format(child, parent)]
         if self.login_role != self.owner:
@@ -283,23 +318,25 @@ class Partitioner:
         stmts.append(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(child, check))
         return stmts
 
-    def retire(self, plan, parent, names, default_name):
-        """Detach (then drop, keep or move) the partitions retention removes."""
+    def retire(self, plan, parent, names, default_name, pending=()):
+        """Detach (then drop, keep or move) the partitions retention removes. Those in
+        PENDING are detached by their FINALIZE step already; the rest of retention applies."""
         p = self.p
         if not names:
             return
         children = [qualified(p["schema"], name) for name in names]
-        if p["detach_concurrently"] and default_name is None:
+        to_detach = [(name, child) for name, child in zip(names, children) if name not in pending]
+        if to_detach and p["detach_concurrently"] and default_name is None:
             # DETACH CONCURRENTLY never takes ACCESS EXCLUSIVE on the parent, but cannot
             # run inside a transaction block: one step each.
-            for name, child in zip(names, children):
+            for name, child in to_detach:
                 plan.steps.append(("detach-concurrently", name, [
                     sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY").format(parent, child)]))
-        else:
+        elif to_detach:
             # A plain DETACH takes ACCESS EXCLUSIVE on the parent: take it once for all of
             # them, so writers wait one short moment instead of once per partition.
-            plan.steps.append(("detach", ", ".join(names), [
-                sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, child) for child in children]))
+            plan.steps.append(("detach", ", ".join(n for n, _c in to_detach), [
+                sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, child) for _n, child in to_detach]))
         if p["retention_mode"] == "drop":
             # A detached table is no longer the parent's: dropping it never blocks writers.
             for name, child in zip(names, children):
@@ -347,11 +384,22 @@ class Partitioner:
                     raise
                 if not self.session.conn.autocommit:
                     self.session.rollback()
-                del self.session.queries[recorded:]
+                self.session.conn.autocommit = False
+                if kind == "detach-concurrently" and self.detach_pending(name):
+                    # Its first transaction committed and it timed out waiting for older
+                    # snapshots: the same statement would now fail ("already pending detach").
+                    # The statement ran; what is left is FINALIZE, under the same retries.
+                    kind, statements = "finalize", [self.finalize_statement(name)]
+                    self.finalized_during_run.append(name)
+                    self.session.rollback()
+                else:
+                    del self.session.queries[recorded:]
                 if attempt > p["lock_retries"]:
                     self.fail("gave up on %s %s after %d attempts: %s (lock_timeout %s). Steps before it were "
-                              "applied; run again when the blocking transaction has ended"
-                              % (kind, name, attempt, str(e).strip(), p["lock_timeout"]))
+                              "applied; run again when the blocking transaction has ended%s"
+                              % (kind, name, attempt, str(e).strip(), p["lock_timeout"],
+                                 " (the next run finalizes the pending detach and applies retention)"
+                                 if kind == "finalize" else ""))
                 time.sleep(min(0.2 * 2 ** attempt, 5))
             finally:
                 self.session.conn.autocommit = False
@@ -389,6 +437,7 @@ class Partitioner:
             self.fail("%s.%s: %s" % (self.p["schema"], self.p["table"], str(e).strip()))
         return dict(
             changed=bool(plan.steps), created=plan.created, detached=plan.detached, dropped=plan.dropped,
+            finalized=plan.finalized + self.finalized_during_run, warnings=plan.warnings,
             rows_moved=plan.rows_moved, partitions=after, queries=session.queries,
             diff=dict(before=dict(partitions=sorted(c["name"] for c in before)),
                       after=dict(partitions=sorted(c["name"] for c in after))),

@@ -95,6 +95,14 @@ def partition_name(table, lower, interval):
     return name
 
 
+def fit_name(base, suffix):
+    """BASE + SUFFIX within PostgreSQL's 63 bytes, BASE cut at a character boundary."""
+    budget = MAX_IDENTIFIER_BYTES - len(suffix.encode("utf-8"))
+    while len(base.encode("utf-8")) > budget:
+        base = base[:-1]
+    return base + suffix
+
+
 def time_ranges(first, last, interval):
     """[(lower, upper)] for every period from FIRST to LAST inclusive (aligned datetimes)."""
     out = []

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import traceback
 
+MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names
+
 try:
     import psycopg2
     from psycopg2 import sql
@@ -36,6 +38,36 @@ def postgres_argument_spec():
     )
 
 
+def identifier_error(option, value):
+    """Why VALUE cannot be the PostgreSQL name given as OPTION, or None.
+
+    psycopg2 cuts a string at a NUL and the server truncates a name to 63 bytes: either
+    way the SQL would act on another object than the one named, so both are refused
+    before any SQL, as is an empty name.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return "%s: %r is not a string" % (option, value)
+    if value == "":
+        return "%s: an empty name is not a PostgreSQL identifier" % option
+    if "\x00" in value:
+        return "%s: %r contains a NUL byte, which PostgreSQL names cannot hold" % (option, value)
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_IDENTIFIER_BYTES:
+        return "%s: %r is %d bytes long; PostgreSQL names hold at most %d bytes (it would truncate it)" % (
+            option, value, size, MAX_IDENTIFIER_BYTES)
+    return None
+
+
+def check_identifiers(fail, named):
+    """FAIL(msg) on the first bad name of NAMED, an iterable of (option, value)."""
+    for option, value in named:
+        why = identifier_error(option, value)
+        if why:
+            fail(why)
+
+
 class Session:
     """A psycopg2 connection whose statements are recorded for the module's result.
 
@@ -48,6 +80,7 @@ class Session:
             fail("psycopg2 is required on this host (Debian package python3-psycopg2)")
         self.queries = []
         p = params
+        check_identifiers(fail, [("login_db", p["login_db"]), ("login_user", p["login_user"])])
         kwargs = dict(
             dbname=p["login_db"], user=p["login_user"], port=p["login_port"],
             sslmode=p["ssl_mode"], connect_timeout=p["connect_timeout"],
@@ -79,7 +112,13 @@ class Session:
                    "pgfleet.core.%s" % module._name.split(".")[-1])
 
     def execute(self, query, params=None, record=True):
-        """Run one statement; record it when it is part of what the module changes."""
+        """Run one statement; record it when it is part of what the module changes.
+
+        Composed SQL carries its values as sql.Literal: with PARAMS it would go through
+        %-formatting, where a '%' in a quoted identifier breaks or changes the statement.
+        """
+        if params is not None and isinstance(query, sql.Composable):
+            raise TypeError("composed SQL must not be run with parameters: use sql.Literal for its values")
         with self.conn.cursor() as cur:
             if record:
                 self.queries.append(cur.mogrify(query, params).decode("utf-8"))

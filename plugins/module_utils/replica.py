@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 
 # Physical replication slot names: lower-case letters, digits and underscores.
-SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
+SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}\Z")
 # application_name: printable ASCII only (the server replaces anything else with '?').
-APP_NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,63}$")
+APP_NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,63}\Z")
 
 # The conninfo keys pg_replica manages in primary_conninfo.
 CONNINFO_KEYS = ("host", "port", "user", "passfile", "application_name", "sslmode", "sslrootcert")

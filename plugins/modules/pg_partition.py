@@ -24,6 +24,21 @@ description:
     stalls traffic.
   - Each step is its own short transaction. All input is checked, and every planned
     partition compared with the existing ones, before the first change.
+  - 'How long writers can stall: a step that needs ACCESS EXCLUSIVE on the parent (the plain
+    C(DETACH PARTITION) used when a DEFAULT partition exists or I(detach_concurrently=false))
+    queues in front of new writers while it waits for its lock, so writers can stall for up
+    to I(lock_timeout) per attempt, I(lock_timeout) x (1 + I(lock_retries)) in total
+    (C(2s) x 6 = 12 s with the defaults) plus the pauses between attempts (0.4 s doubling,
+    at most 5 s each). Steps that take only SHARE UPDATE EXCLUSIVE (ATTACH, C(DETACH ...
+    CONCURRENTLY), C(FINALIZE)) never block plain reads and writes.'
+  - An interrupted C(DETACH PARTITION ... CONCURRENTLY) (a timeout while it waited for older
+    transactions, a cancelled session) leaves the partition pending detach. The module
+    recognises it, on the same attempt or on a later run, completes it with
+    C(DETACH PARTITION ... FINALIZE) under the same I(lock_timeout) and retries, and then
+    applies I(retention_mode) to it in the same run. Check mode lists the C(FINALIZE).
+  - Identifier options are refused before any SQL when empty, holding a NUL byte, or longer
+    than PostgreSQL's 63 bytes (the server would truncate them and act on another name); the
+    derived partition, DEFAULT partition and constraint names are checked the same way.
   - 'Partition names: C(<table>_pYYYYMMDD) (day), C(<table>_pYYYYwWW) (ISO week),
     C(<table>_pYYYYMM) (month), C(<table>_pYYYYqN) (quarter), C(<table>_pYYYY) (year),
     C(<table>_p<lower bound>) (integer; C(pm<n>) for a negative bound), C(<table>_default).'
@@ -138,6 +153,11 @@ dropped:
   returned: always
   type: list
   elements: str
+finalized:
+  description: Partitions whose interrupted C(DETACH ... CONCURRENTLY) was completed with C(FINALIZE).
+  returned: always
+  type: list
+  elements: str
 rows_moved:
   description: Rows moved from the DEFAULT partition, per partition.
   returned: always
@@ -158,6 +178,7 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import run_guarded
 from ansible_collections.pgfleet.core.plugins.module_utils.partitioner import Partitioner
 from ansible_collections.pgfleet.core.plugins.module_utils.postgres import Session, postgres_argument_spec
 
@@ -181,16 +202,24 @@ def main():
         detach_concurrently=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    session = Session.for_module(module)
+    state = {}
 
     def fail(msg, queries):
         module.fail_json(msg=msg, queries=queries)
 
-    try:
-        result = Partitioner(module.params, session, fail).run(module.check_mode)
-    finally:
-        session.close()
-    module.exit_json(**result)
+    def body():
+        session = state["session"] = Session.for_module(module)
+        try:
+            result = Partitioner(module.params, session, fail).run(module.check_mode)
+        finally:
+            session.close()
+        for warning in result.pop("warnings"):
+            module.warn(warning)
+        if not module._diff:
+            result.pop("diff")
+        module.exit_json(**result)
+
+    run_guarded(module, body, lambda: dict(queries=state["session"].queries) if "session" in state else {})
 
 
 if __name__ == "__main__":

@@ -233,7 +233,10 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import run_guarded
 from ansible_collections.pgfleet.core.plugins.module_utils.os_user import OsUser
+from ansible_collections.pgfleet.core.plugins.module_utils.pgbackrest import STANZA_RE
+from ansible_collections.pgfleet.core.plugins.module_utils.postgres import check_identifiers
 from ansible_collections.pgfleet.core.plugins.module_utils.replica import (
     APP_NAME_RE, SLOT_RE, auto_conf_without, conf_quote, conninfo_differs, desired_conninfo, int_to_lsn, lsn_to_int,
     pgpass_update,
@@ -774,9 +777,21 @@ def main():
                      ("method", "pgbackrest", ("pgbackrest_stanza",))],
         supports_check_mode=True,
     )
+    state = {}
+    run_guarded(module, lambda: apply(module, state),
+                lambda: dict(commands=state["replica"].commands, queries=state["replica"].queries)
+                if "replica" in state else {})
+
+
+def apply(module, state):
     if PSYCOPG2_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
     p = module.params
+    # The role name goes into primary_conninfo and the password file: a NUL would cut it.
+    check_identifiers(lambda msg: module.fail_json(msg=msg), [("replication_user", p["replication_user"])])
+    if p["pgbackrest_stanza"] is not None and not STANZA_RE.match(p["pgbackrest_stanza"]):
+        module.fail_json(msg="pgbackrest_stanza: %r is not a valid stanza name (letters, digits, '.', '_', '-'; "
+                             "starting with a letter or digit; at most 64 characters)" % p["pgbackrest_stanza"])
     if p["slot"] is not None and not SLOT_RE.match(p["slot"]):
         module.fail_json(msg="slot: %r is not a valid replication slot name (lower-case letters, digits and "
                              "underscores, at most 63)" % p["slot"])
@@ -789,7 +804,7 @@ def main():
         if not 0 < p[key] < 65536:
             module.fail_json(msg="%s: %r is not a TCP port" % (key, p[key]))
     try:
-        replica = Replica(module, OsUser(p["os_user"]))
+        replica = state["replica"] = Replica(module, OsUser(p["os_user"]))
     except ValueError as e:
         module.fail_json(msg=str(e))
     try:

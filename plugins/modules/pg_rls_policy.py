@@ -21,6 +21,9 @@ description:
     policy that names an unknown role, is refused with the server's message and nothing
     is changed.
   - All changes of one run are made in one transaction.
+  - I(table), I(schema), policy names and role names are refused before any SQL when empty,
+    holding a NUL byte, or longer than PostgreSQL's 63 bytes (the server would truncate them,
+    and a later run would look for a policy that was stored under another name).
 extends_documentation_fragment:
   - pgfleet.core.postgres
 options:
@@ -118,8 +121,9 @@ policies:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import run_guarded
 from ansible_collections.pgfleet.core.plugins.module_utils.postgres import (
-    Session, postgres_argument_spec, psycopg2, qualified, sql,
+    Session, check_identifiers, postgres_argument_spec, psycopg2, qualified, sql,
 )
 from ansible_collections.pgfleet.core.plugins.module_utils.sql_expression import expression_error
 
@@ -197,6 +201,12 @@ def normalise(session, module, target, oid, pol):
 
 
 def validate(module):
+    p = module.params
+    named = [("table", p["table"]), ("schema", p["schema"])]
+    for i, pol in enumerate(p["policies"]):
+        named.append(("policies[%d].name" % i, pol["name"]))
+        named.extend(("policies[%d].roles" % i, role) for role in pol["roles"] or [])
+    check_identifiers(lambda msg: module.fail_json(msg=msg), named)
     names = set()
     for pol in module.params["policies"]:
         if pol["name"] in names:
@@ -259,28 +269,12 @@ def predict(module, current, wanted):
     return by_name(after)
 
 
-def main():
-    spec = postgres_argument_spec()
-    spec.update(
-        table=dict(type="str", required=True),
-        schema=dict(type="str", default="public"),
-        rls=dict(type="str", choices=["enabled", "forced", "disabled"], default="enabled"),
-        policies=dict(type="list", elements="dict", default=[], options=dict(
-            name=dict(type="str", required=True),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            command=dict(type="str", choices=["ALL", "SELECT", "INSERT", "UPDATE", "DELETE"], default="ALL"),
-            permissive=dict(type="bool", default=True),
-            roles=dict(type="list", elements="str", default=["public"]),
-            using=dict(type="str"),
-            with_check=dict(type="str"),
-        )),
-        exclusive=dict(type="bool", default=False),
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+def apply(module, state):
+    """The whole run; STATE receives the session, so an unexpected error still reports its queries."""
     p = module.params
     validate(module)
 
-    session = Session.for_module(module)
+    session = state["session"] = Session.for_module(module)
     try:
         table = read_table(session, p["schema"], p["table"])
         if table is None:
@@ -321,8 +315,33 @@ def main():
     finally:
         session.close()
 
-    module.exit_json(changed=bool(statements), queries=session.queries, rls=after["rls"],
-                     policies=after["policies"], diff=dict(before=before, after=after))
+    result = dict(changed=bool(statements), queries=session.queries, rls=after["rls"], policies=after["policies"])
+    if module._diff:
+        result["diff"] = dict(before=before, after=after)
+    module.exit_json(**result)
+
+
+def main():
+    spec = postgres_argument_spec()
+    spec.update(
+        table=dict(type="str", required=True),
+        schema=dict(type="str", default="public"),
+        rls=dict(type="str", choices=["enabled", "forced", "disabled"], default="enabled"),
+        policies=dict(type="list", elements="dict", default=[], options=dict(
+            name=dict(type="str", required=True),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            command=dict(type="str", choices=["ALL", "SELECT", "INSERT", "UPDATE", "DELETE"], default="ALL"),
+            permissive=dict(type="bool", default=True),
+            roles=dict(type="list", elements="str", default=["public"]),
+            using=dict(type="str"),
+            with_check=dict(type="str"),
+        )),
+        exclusive=dict(type="bool", default=False),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    state = {}
+    run_guarded(module, lambda: apply(module, state),
+                lambda: dict(queries=state["session"].queries) if "session" in state else {})
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ info:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import run_guarded
 from ansible_collections.pgfleet.core.plugins.module_utils.pgbackrest import (
     PgBackRest, PgBackRestError, backrest_argument_spec, summarize_info,
 )
@@ -75,6 +76,10 @@ from ansible_collections.pgfleet.core.plugins.module_utils.pgbackrest import (
 
 def main():
     module = AnsibleModule(argument_spec=backrest_argument_spec(), supports_check_mode=True)
+    run_guarded(module, lambda: report(module))
+
+
+def report(module):
     backrest = PgBackRest.for_module(module)
     try:
         info = summarize_info(backrest.info(module.params["stanza"]))

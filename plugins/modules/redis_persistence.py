@@ -115,6 +115,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import run_guarded
 from ansible_collections.pgfleet.core.plugins.module_utils.redis_client import RedisSession, redis_argument_spec
 
 # Option name -> Redis parameter, in the order changes are applied: the directory first
@@ -260,8 +261,14 @@ def main():
         ),
         supports_check_mode=True,
     )
+    state = {}
+    run_guarded(module, lambda: apply(module, state),
+                lambda: dict(commands=state["session"].commands) if "session" in state else {})
+
+
+def apply(module, state):
     wanted = wanted_values(module)
-    session = RedisSession(module)
+    session = state["session"] = RedisSession(module)
     persistence = Persistence(module, session)
     names = [name for option, name in PARAMS]
     before = persistence.current(names)

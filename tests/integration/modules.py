@@ -9,28 +9,35 @@ import importlib
 from unittest import mock
 
 from ansible.module_utils import basic
+from ansible.module_utils.common import warnings
 from ansible.module_utils.testing import patch_module_args
 
 
-class _Exit(Exception):
+class _Exit(BaseException):  # like Ansible's SystemExit: no module's `except Exception` may swallow it
     def __init__(self, result):
         super().__init__(result)
         self.result = result
 
 
+def _warnings():
+    return list(warnings.get_warning_messages())
+
+
 def _exit_json(self, **kwargs):
     kwargs.setdefault("changed", False)
+    kwargs["warnings"] = _warnings()
     raise _Exit(kwargs)
 
 
 def _fail_json(self, msg, **kwargs):
-    kwargs.update(failed=True, msg=msg)
+    kwargs.update(failed=True, msg=msg, warnings=_warnings())
     raise _Exit(kwargs)
 
 
 def run_module(name, args, check=False, diff=True):
     module = importlib.import_module(f"ansible_collections.pgfleet.core.plugins.modules.{name}")
     args = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
+    warnings._global_warnings.clear()  # a module's warnings are its own run's, as in Ansible
     with patch_module_args(args), \
             mock.patch.object(basic.AnsibleModule, "exit_json", _exit_json), \
             mock.patch.object(basic.AnsibleModule, "fail_json", _fail_json):

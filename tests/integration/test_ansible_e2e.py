@@ -71,3 +71,48 @@ def test_check_then_apply_then_nothing_to_do(pg, playbook):
     assert stats["changed"] == 0 and stats["ok"] == 2
     stats = play(playbook, "--check", "--diff")[0]
     assert stats["changed"] == 0
+
+
+FAILURES = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: {python}
+  module_defaults:
+    group/pgfleet.core.postgres:
+      login_unix_socket: {socket}
+      login_port: {port}
+  tasks:
+    - name: A '%' in the table name, with a DEFAULT partition
+      pgfleet.core.pg_partition:
+        table: 100%_orders
+        interval: month
+        premake: "{{{{ item }}}}"
+        default_partition: true
+      loop: [1, 3]
+    - name: A bound the engine does not model (infinity)
+      pgfleet.core.pg_partition:
+        table: odd
+        interval: month
+      ignore_errors: true
+"""
+
+
+def test_every_result_is_json_through_ansible_playbook(pg, tmp_path):
+    """Issue 19: a '%' in a name crashed the module ("MODULE FAILURE", no JSON); an unexpected
+    error must come back as a failed result with its traceback, never as no result."""
+    pg.query('CREATE TABLE "100%_orders" (at timestamptz NOT NULL) PARTITION BY RANGE (at);'
+             "CREATE TABLE odd (at timestamptz NOT NULL) PARTITION BY RANGE (at);"
+             "CREATE TABLE odd_end PARTITION OF odd FOR VALUES FROM ('2100-01-01') TO ('infinity')")
+    path = tmp_path / "failures.yml"
+    path.write_text(textwrap.dedent(FAILURES.format(python=sys.executable, socket=pg.socket_dir, port=pg.port)))
+    stats, results = play(path)
+    loop = results[0]["results"]
+    assert [r["changed"] for r in loop] == [True, True] and not any(r.get("failed") for r in loop)
+    assert "100%_orders_default" in loop[0]["created"] and len(loop[1]["created"]) == 2
+    odd = results[1]
+    assert odd["failed"] and "unexpected error" in odd["msg"] and "infinity" in odd["msg"], odd
+    # ansible-core 2.19 shows the module's traceback only when asked (ANSIBLE_DISPLAY_TRACEBACK).
+    assert "exception" in odd and "MODULE FAILURE" not in odd["msg"]
+    assert stats["failures"] == 0 and stats["ignored"] == 1

@@ -281,3 +281,127 @@ def test_overlong_partition_name_is_refused(db):
     db.query(f'CREATE TABLE "{long_name}" (at date NOT NULL) PARTITION BY RANGE (at)')
     result = part(db, table=long_name, interval="day")
     assert result.get("failed") and "longer than PostgreSQL's 63 bytes" in result["msg"]
+
+
+# ---- issue 19: interrupted concurrent detaches, '%' in names, NUL and over-long names --------
+
+def monthly_history(db, months_back):
+    db.query("CREATE TABLE m (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at)")
+    assert not part(db, table="m", premake=1, start=f"{month_start(now_utc(), -months_back):%Y-%m-%d}").get("failed")
+
+
+def pending(db, parent="m"):
+    return [r[0] for r in db.query("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                   "WHERE i.inhparent = %s::regclass AND i.inhdetachpending ORDER BY 1", (parent,))]
+
+
+def open_reader(db, table="m"):
+    reader = db.connect()
+    reader.autocommit = False
+    reader.cursor().execute(f"SELECT count(*) FROM {table}")  # an old snapshot DETACH CONCURRENTLY waits for
+    return reader
+
+
+def test_timed_out_concurrent_detach_is_finalized_then_retention_completes(db):
+    monthly_history(db, 5)
+    expired = month_names("m", -5, -3)  # wholly older than now - 2 months
+    reader = open_reader(db)
+    try:
+        stuck = part(db, table="m", premake=1, retention="2 months", lock_timeout="1s", lock_retries=1)
+    finally:
+        reader.rollback()
+        reader.close()
+    # The first phase committed; the retry knew to FINALIZE instead of repeating the statement.
+    assert stuck.get("failed") and "gave up on finalize" in stuck["msg"], stuck
+    assert "the next run finalizes the pending detach" in stuck["msg"]
+    assert any(q.endswith("CONCURRENTLY") for q in stuck["queries"])
+    assert pending(db) == [expired[0]]
+
+    predicted = part(db, table="m", check=True, premake=1, retention="2 months")
+    assert predicted["changed"] and predicted["finalized"] == [expired[0]]
+    assert any(q.endswith(f'"{expired[0]}" FINALIZE') for q in predicted["queries"]), predicted["queries"]
+    assert set(predicted["dropped"]) == set(expired) and pending(db) == [expired[0]]
+
+    done = part(db, table="m", premake=1, retention="2 months")
+    assert not done.get("failed"), done
+    assert done["finalized"] == [expired[0]] and set(done["dropped"]) == set(expired)
+    assert pending(db) == [] and children(db, "m") == month_names("m", -2, 1)
+    assert db.query("SELECT count(*) FROM pg_class WHERE relname = ANY(%s)", (expired,)) == [(0,)]
+    assert part(db, table="m", premake=1, retention="2 months")["changed"] is False
+
+
+def test_concurrent_detach_finishes_in_the_same_run_when_the_reader_ends(db):
+    monthly_history(db, 4)
+    reader = open_reader(db)
+    ender = threading.Timer(2.5, reader.rollback)
+    ender.start()
+    try:
+        result = part(db, table="m", premake=1, retention="2 months", retention_mode="move",
+                      archive_schema="old_months", lock_timeout="1s", lock_retries=5)
+    finally:
+        ender.join()
+        reader.close()
+    assert not result.get("failed"), result
+    first = month_names("m", -4, -4)[0]
+    assert first in result["finalized"] and result["detached"] == month_names("m", -4, -3)
+    assert pending(db) == [] and children(db, "m") == month_names("m", -2, 1)
+    assert db.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'old_months'") == [(2,)]
+
+
+@pytest.mark.parametrize("schema, table, key", [
+    ("public", "100%_orders", "at"),
+    ("pct%s", "t%(x)s", "at"),
+    ("public", "orders", "a%t"),
+])
+def test_percent_in_names_with_a_default_partition(db, schema, table, key):
+    conn = db.connect()
+    db.query(sql.SQL("CREATE SCHEMA IF NOT EXISTS {s}; CREATE TABLE {s}.{t} ({k} timestamptz NOT NULL) "
+                     "PARTITION BY RANGE ({k})").format(s=sql.Identifier(schema), t=sql.Identifier(table),
+                                                        k=sql.Identifier(key)).as_string(conn))
+    first = part(db, schema=schema, table=table, premake=1, default_partition=True)
+    assert not first.get("failed"), first
+    future = month_start(now_utc(), 3)
+    db.query(sql.SQL("INSERT INTO {}.{} ({}) VALUES ({})").format(
+        sql.Identifier(schema), sql.Identifier(table), sql.Identifier(key), sql.Literal(future)).as_string(conn))
+    conn.close()
+    more = part(db, schema=schema, table=table, premake=4, default_partition=True)
+    assert not more.get("failed") and "exception" not in more, more
+    assert more["rows_moved"] == {f"{table}_p{future:%Y%m}": 1}
+    assert part(db, schema=schema, table=table, premake=4, default_partition=True)["changed"] is False
+
+
+def test_nul_in_archive_schema_is_refused_before_any_sql(db):
+    monthly_history(db, 4)
+    before = children(db, "m")
+    result = part(db, table="m", premake=1, retention="1", retention_mode="move", archive_schema="arch\x00ive")
+    assert result.get("failed") and result["msg"].startswith("archive_schema:") and "NUL" in result["msg"], result
+    assert result["queries"] == []
+    assert db.query("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'arch%'") == [(0,)]
+    assert children(db, "m") == before
+
+
+@pytest.mark.parametrize("option, value, why", [
+    ("table", "mess\x00ages", "NUL"), ("schema", "pub\x00lic", "NUL"), ("table", "", "empty"),
+    ("schema", "s" * 64, "64 bytes"), ("table", "é" * 32, "64 bytes"),
+])
+def test_bad_identifiers_are_refused_with_the_option_named(db, option, value, why):
+    result = part(db, **{option: value})
+    assert result.get("failed") and result["msg"].startswith(option + ":") and why in result["msg"], result
+    assert "exception" not in result and children(db) == []
+
+
+def test_default_partition_name_over_63_bytes_is_refused(db):
+    name = "d" * 56  # fits with _p202612 (64 - 8) but not with _default
+    db.query(f'CREATE TABLE "{name}" (at date NOT NULL) PARTITION BY RANGE (at)')
+    result = part(db, table=name, default_partition=True, premake=0)
+    assert result.get("failed") and "default partition name" in result["msg"] and "63" in result["msg"], result
+    assert db.query("SELECT count(*) FROM pg_inherits") == [(0,)]
+
+
+def test_infinite_bound_fails_with_json_not_a_traceback(db):
+    db.query("CREATE TABLE m (at timestamptz NOT NULL) PARTITION BY RANGE (at);"
+             "CREATE TABLE m_future PARTITION OF m FOR VALUES FROM ('2100-01-01') TO ('infinity')")
+    result = part(db, table="m")
+    assert result.get("failed") and "unexpected error" in result["msg"] and "infinity" in result["msg"], result
+    assert "Traceback" in result["exception"]
+    assert children(db, "m") == ["m_future"]
