@@ -15,7 +15,7 @@ import time
 from ansible_collections.pgfleet.core.plugins.module_utils.os_user import OsUser
 
 # A stanza name is a directory name in the repository and a section of the config file.
-STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 OPTION_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 ERROR_RE = re.compile(r"ERROR: \[(\d{3})\]: ")
 
@@ -23,7 +23,14 @@ BACKUP_TYPES = ("full", "diff", "incr")
 
 # pgBackRest's error codes (src/build/error/error.yaml) grouped by what the operator does next.
 SYSID_MISMATCH = (28, 44, 51, 58)
-REPO_UNREACHABLE = (39, 41, 49, 53, 55, 73, 101, 103, 105)
+REPO_UNREACHABLE = (39, 41, 49, 53, 73, 101, 103, 105)
+# checksum, format, file-missing, backup-set-invalid, json-format: the repository answers, but
+# what it holds is missing or unreadable (a missing info file is [055], not a network problem).
+REPO_CORRUPT = (26, 29, 55, 75, 99)
+# The error class names pgBackRest prints inside `info`'s status message, by code.
+ERROR_NAMES = {"ChecksumError": 26, "FileInvalidError": 28, "FormatError": 29, "FileOpenError": 41,
+               "FileReadError": 42, "FileMissingError": 55, "BackupSetInvalidError": 75, "CryptoError": 95,
+               "JsonFormatError": 99}
 REMEDIES = {
     "system_identifier_mismatch": (
         "the repository holds this stanza for another PostgreSQL system (different system "
@@ -49,6 +56,17 @@ REMEDIES = {
     "postgres_unreachable": (
         "pgBackRest cannot connect to PostgreSQL: check pg1-path, pg1-port, pg1-socket-path "
         "(or pg1-host) and that the server is running."),
+    "repo_corrupt": (
+        "the repository is reachable but the stanza's metadata in it is missing or unreadable "
+        "(archive.info / backup.info and their .copy files). Do not write into it: stop backups, keep "
+        "the damaged repository for forensics, and run 'pgbackrest --stanza=<stanza> verify' to see which "
+        "backups and WAL are still sound. An info file whose .copy survives is restored by stanza-create "
+        "(state=present, reported as a change); when both copies are gone or damaged, restore them from "
+        "a file-system or bucket backup of the repository, or point the stanza at a fresh repository "
+        "(new repo path or bucket prefix), run state=present and take a new full backup at once."),
+    "repo_cipher": (
+        "the repository cannot be decrypted: repo1-cipher-pass (or repo1-cipher-type) in the "
+        "configuration does not match the one the repository was created with."),
     "stanza_stopped": "the stanza was stopped with 'pgbackrest stop': run 'pgbackrest start'.",
     "lock_held": "another pgBackRest command (a backup or expire) holds the stanza's lock; retry later.",
 }
@@ -59,11 +77,21 @@ KIND_BY_CODE = {68: "archive_command_not_pgbackrest", 87: "archive_disabled", 82
 
 
 def classify_error(code, message):
-    if code in SYSID_MISMATCH or "do not match the database" in message:
+    if "do not match the database" in message or (code in SYSID_MISMATCH and code != 28):
         return "system_identifier_mismatch"
+    if code in REPO_CORRUPT or code == 28:  # file-invalid: an info file that does not parse as one
+        return "repo_corrupt"
+    if code == 95:
+        return "repo_cipher"
     if code in REPO_UNREACHABLE:
         return "repo_unreachable"
     return KIND_BY_CODE.get(code)
+
+
+def status_error_code(message):
+    """The pgBackRest error code of an `info` status message such as '[FormatError] unable to load ...'."""
+    match = re.match(r"^\[(\w+)\]", message or "")
+    return ERROR_NAMES.get(match.group(1)) if match else None
 
 
 def explain_error(stderr):
@@ -185,6 +213,11 @@ class PgBackRestError(Exception):
         self.code, self.kind, self.message, self.remedy = explain_error(stderr)
         super().__init__(self.message)
 
+    @classmethod
+    def found(cls, code, message):
+        """An error the module found itself, read-only, before running the command that would hit it."""
+        return cls(None, None, "ERROR: [%03d]: %s" % (code, message))
+
     def result(self, what):
         """fail_json arguments: WHAT failed, pgBackRest's message, and the remedy when known."""
         out = dict(msg="%s: %s" % (what, self.message), rc=self.rc, error_code=self.code)
@@ -218,6 +251,15 @@ class PgBackRest:
     def describe(self, argv):
         """The command line as an operator would type it, options from the environment first."""
         return " ".join(["%s=%s" % kv for kv in sorted(self.env.items())] + list(argv))
+
+    def repo_ls(self, stanza, repo_key, path):
+        """Names in PATH of repository REPO_KEY (read-only; an absent path lists nothing)."""
+        out = self.run("--stanza=%s" % stanza, "--repo=%d" % repo_key, "--output=json", "repo-ls", path,
+                       record=False)
+        try:
+            return sorted(name for name in json.loads(out) if name != ".")
+        except ValueError:
+            raise PgBackRestError.found(99, "pgbackrest repo-ls printed no JSON: %s" % out[:200])
 
     def run(self, *args, record=True):
         argv = self.base + list(args)

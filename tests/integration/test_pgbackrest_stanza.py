@@ -208,3 +208,116 @@ def test_s3_repository_unreachable(backrest, s3):
     result = failed(stanza(repo, state="checked", options={"io-timeout": 1}))
     assert result["error_kind"] == "repo_unreachable", result
     assert "S3 endpoint" in result["remedy"]
+
+
+# ---- issue 19: a damaged repository is diagnosed as such, in check mode too -------------------
+
+def info_dir(repo, side):
+    return os.path.join(repo.base, "repo", side, repo.stanza)
+
+
+def both_modes(repo, **kw):
+    """The check-mode prediction and the real run, in that order."""
+    args = dict(stanza=repo.stanza, config=repo.config, **kw)
+    return run_module("pgbackrest_stanza", args, check=True), run_module("pgbackrest_stanza", args)
+
+
+@pytest.mark.parametrize("side", ["archive", "backup"])
+def test_info_file_and_its_copy_missing_is_corruption_in_both_modes(backrest, side):
+    primary, repo = backrest()
+    stanza(repo)
+    for name in (f"{side}.info", f"{side}.info.copy"):
+        os.remove(os.path.join(info_dir(repo, side), name))
+    predicted, real = both_modes(repo)
+    for result in (predicted, real):
+        failed(result)
+        assert result["error_kind"] == "repo_corrupt" and result["error_code"] == 55, result
+        assert f"{side}.info and {side}.info.copy are missing on repo1" in result["msg"]
+        assert "verify" in result["remedy"] and "fresh repository" in result["remedy"]
+        assert "endpoint" not in result["remedy"]
+    assert real["commands"] == []  # refused before stanza-create could write anything
+    assert not os.path.exists(os.path.join(info_dir(repo, side), f"{side}.info"))
+
+
+def test_garbage_in_the_info_files_is_corruption(backrest):
+    primary, repo = backrest()
+    stanza(repo)
+    for name in ("archive.info", "archive.info.copy"):
+        with open(os.path.join(info_dir(repo, "archive"), name), "w") as f:
+            f.write("garbage\n")
+    for result in both_modes(repo) + both_modes(repo, state="checked"):
+        failed(result)
+        assert result["error_kind"] == "repo_corrupt" and result["error_code"] == 29, result
+        assert "FormatError" in result["msg"] and "verify" in result["remedy"]
+
+
+def test_repair_from_the_copy_is_a_change_with_a_warning(backrest):
+    primary, repo = backrest()
+    stanza(repo)
+    os.remove(os.path.join(info_dir(repo, "archive"), "archive.info"))
+    predicted, real = both_modes(repo)
+    for result, verb in ((predicted, "would restore"), (real, "restored")):
+        assert not result.get("failed") and result["changed"], result
+        assert any(f"{verb} archive.info on repo1" in w and "verify" in w for w in result["warnings"]), result
+    assert sorted(os.listdir(info_dir(repo, "archive"))) == ["archive.info", "archive.info.copy"]
+    again = stanza(repo)
+    assert not again["changed"] and again["warnings"] == []
+
+
+def test_check_mode_predicts_a_system_identifier_mismatch(backrest):
+    primary, repo = backrest()
+    stanza(repo)
+    primary.stop()
+    shutil.rmtree(primary.datadir)
+    primary.init(fresh=True).start()
+    predicted = failed(run_module("pgbackrest_stanza", dict(stanza=repo.stanza, config=repo.config), check=True))
+    assert predicted["error_kind"] == "system_identifier_mismatch" and "state=upgraded" in predicted["remedy"]
+
+
+# ---- issue 19: present refuses a cluster that cannot archive into the stanza -----------------
+
+@pytest.fixture
+def unarchived(backrest):
+    """A primary and a repository whose archive settings the test writes itself."""
+    made = []
+
+    def make(conf):
+        primary = PgCluster(external_conf=True).init()
+        repo = BackRestRepo(primary)
+        made.append((primary, repo))
+        if conf:
+            primary.append_conf(conf.format(cmd=repo.archive_command()))
+        primary.start()
+        return primary, repo
+
+    yield make
+    for primary, repo in made:
+        primary.destroy()
+        repo.destroy()
+
+
+@pytest.mark.parametrize("conf, kind, words", [
+    ("", "archive_disabled", "archive_mode is off"),
+    ("archive_mode = on\narchive_command = '/bin/true'\n", "archive_command_not_pgbackrest", "must contain pgbackrest"),
+    ("archive_mode = on\narchive_command = 'pgbackrest --stanza=other archive-push %p'\n",
+     "archive_command_not_pgbackrest", "archives into stanza 'other', not 'demo'"),
+])
+def test_present_refuses_a_cluster_that_cannot_archive(unarchived, conf, kind, words):
+    primary, repo = unarchived(conf)
+    predicted, real = both_modes(repo)
+    for result in (predicted, real):
+        failed(result)
+        assert result["error_kind"] == kind and words in result["msg"], result
+    assert real["commands"] == []
+    assert not os.path.exists(info_dir(repo, "archive"))  # nothing was created
+    # The documented opt-out creates it anyway.
+    created = stanza(repo, archive_check=False)
+    assert created["changed"] and created["info"]["exists"]
+
+
+def test_present_sees_archive_mode_waiting_for_a_restart(unarchived):
+    primary, repo = unarchived("")
+    primary.append_conf(f"archive_mode = on\narchive_command = '{repo.archive_command()}'\n")
+    primary.reload()
+    result = failed(stanza(repo))
+    assert result["error_kind"] == "archive_disabled" and "waiting for a restart" in result["msg"], result
