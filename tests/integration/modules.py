@@ -9,7 +9,6 @@ import importlib
 from unittest import mock
 
 from ansible.module_utils import basic
-from ansible.module_utils.common import warnings
 from ansible.module_utils.testing import patch_module_args
 
 
@@ -19,8 +18,17 @@ class _Exit(BaseException):  # like Ansible's SystemExit: no module's `except Ex
         self.result = result
 
 
+_WARNINGS = []  # what the module running now passed to module.warn()
+
+
 def _warnings():
-    return list(warnings.get_warning_messages())
+    return list(_WARNINGS)
+
+
+def _warn(self, warning, **kwargs):
+    # AnsibleModule.warn() sends warnings to the controller's display once a controller
+    # module was imported in this process (other tests do); collect them here instead.
+    _WARNINGS.append(warning)
 
 
 def _exit_json(self, **kwargs):
@@ -37,10 +45,11 @@ def _fail_json(self, msg, **kwargs):
 def run_module(name, args, check=False, diff=True):
     module = importlib.import_module(f"ansible_collections.pgfleet.core.plugins.modules.{name}")
     args = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
-    warnings._global_warnings.clear()  # a module's warnings are its own run's, as in Ansible
+    _WARNINGS.clear()  # a module's warnings are its own run's, as in Ansible
     with patch_module_args(args), \
             mock.patch.object(basic.AnsibleModule, "exit_json", _exit_json), \
-            mock.patch.object(basic.AnsibleModule, "fail_json", _fail_json):
+            mock.patch.object(basic.AnsibleModule, "fail_json", _fail_json), \
+            mock.patch.object(basic.AnsibleModule, "warn", _warn):
         try:
             module.main()
         except _Exit as e:
