@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-PLAYBOOK = """
+HEADER = """
 - hosts: localhost
   connection: local
   gather_facts: false
@@ -19,6 +19,9 @@ PLAYBOOK = """
       login_unix_socket: {socket}
       login_port: {port}
       login_db: postgres
+"""
+
+PLAYBOOK = HEADER + """
   tasks:
     - name: Partitions of messages
       pgfleet.core.pg_partition:
@@ -73,16 +76,7 @@ def test_check_then_apply_then_nothing_to_do(pg, playbook):
     assert stats["changed"] == 0
 
 
-FAILURES = """
-- hosts: localhost
-  connection: local
-  gather_facts: false
-  vars:
-    ansible_python_interpreter: {python}
-  module_defaults:
-    group/pgfleet.core.postgres:
-      login_unix_socket: {socket}
-      login_port: {port}
+FAILURES = HEADER + """
   tasks:
     - name: A '%' in the table name, with a DEFAULT partition
       pgfleet.core.pg_partition:

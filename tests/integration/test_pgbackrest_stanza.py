@@ -18,11 +18,15 @@ def backrest():
     """A primary archiving into a fresh posix repository (the stanza not yet created)."""
     made = []
 
-    def make(**repo_kw):
+    def make(archive_conf=None, **repo_kw):
+        """ARCHIVE_CONF: archive settings of the test's own ({cmd} is the right archive_command)."""
         primary = PgCluster(external_conf=True).init()
         repo = BackRestRepo(primary, **repo_kw)
         made.append((primary, repo))
-        repo.attach()
+        if archive_conf is None:
+            repo.attach()
+        elif archive_conf:
+            primary.append_conf(archive_conf.format(cmd=repo.archive_command()))
         primary.start()
         return primary, repo
 
@@ -276,34 +280,14 @@ def test_check_mode_predicts_a_system_identifier_mismatch(backrest):
 
 # ---- issue 19: present refuses a cluster that cannot archive into the stanza -----------------
 
-@pytest.fixture
-def unarchived(backrest):
-    """A primary and a repository whose archive settings the test writes itself."""
-    made = []
-
-    def make(conf):
-        primary = PgCluster(external_conf=True).init()
-        repo = BackRestRepo(primary)
-        made.append((primary, repo))
-        if conf:
-            primary.append_conf(conf.format(cmd=repo.archive_command()))
-        primary.start()
-        return primary, repo
-
-    yield make
-    for primary, repo in made:
-        primary.destroy()
-        repo.destroy()
-
-
 @pytest.mark.parametrize("conf, kind, words", [
     ("", "archive_disabled", "archive_mode is off"),
     ("archive_mode = on\narchive_command = '/bin/true'\n", "archive_command_not_pgbackrest", "must contain pgbackrest"),
     ("archive_mode = on\narchive_command = 'pgbackrest --stanza=other archive-push %p'\n",
      "archive_command_not_pgbackrest", "archives into stanza 'other', not 'demo'"),
 ])
-def test_present_refuses_a_cluster_that_cannot_archive(unarchived, conf, kind, words):
-    primary, repo = unarchived(conf)
+def test_present_refuses_a_cluster_that_cannot_archive(backrest, conf, kind, words):
+    primary, repo = backrest(archive_conf=conf)
     predicted, real = both_modes(repo)
     for result in (predicted, real):
         failed(result)
@@ -315,8 +299,8 @@ def test_present_refuses_a_cluster_that_cannot_archive(unarchived, conf, kind, w
     assert created["changed"] and created["info"]["exists"]
 
 
-def test_present_sees_archive_mode_waiting_for_a_restart(unarchived):
-    primary, repo = unarchived("")
+def test_present_sees_archive_mode_waiting_for_a_restart(backrest):
+    primary, repo = backrest(archive_conf="")
     primary.append_conf(f"archive_mode = on\narchive_command = '{repo.archive_command()}'\n")
     primary.reload()
     result = failed(stanza(repo))
