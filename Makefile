@@ -88,12 +88,13 @@ molecule: prereqs venv image ## converge, idempotence, --check and verify each c
 	done
 	[ -z "$$failed" ] || { echo "molecule scenarios failed:$$failed"; exit 1; }
 
+BENCHES := partition_vs_partman redis_aof_vs_off pgbench_tuned_vs_default pgbouncer_vs_direct pgbackrest_vs_pg_dump
+
+# Each bench prints its samples and headlines; the run ends with one table of every ratio.
 bench: prereqs venv ## side-by-side measurements that print ratios (not part of make test)
-	python bench/partition_vs_partman.py
-	python bench/redis_aof_vs_off.py
-	python bench/pgbench_tuned_vs_default.py
-	python bench/pgbouncer_vs_direct.py
-	python bench/pgbackrest_vs_pg_dump.py
+	@summary=$$(mktemp /var/tmp/pgfleet-bench-summary.XXXXXX); trap 'rm -f "$$summary"' EXIT
+	for b in $(BENCHES); do echo "=== bench/$$b.py"; PGFLEET_BENCH_SUMMARY=$$summary python bench/$$b.py; done
+	python bench/summary.py "$$summary"
 
 clean: lab-destroy ## lab-destroy, then remove .venv and .lab
 	rm -rf $(VENV) $(LAB)

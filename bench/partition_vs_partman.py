@@ -7,8 +7,10 @@ Same server, same table shape, same data; the two tools alternate round by round
                removed (DETACH + DROP)
   writer       a client inserting current rows without pause: the 99th percentile
                and the maximum latency of the INSERTs that overlap the maintenance run
-Prints each round and the ratios pgfleet / pg_partman (below 1 means pgfleet is
-faster or its writer waits less). A measurement, not a test: nothing asserts.
+A discarded warm-up round first, then the tools alternate their order round by round
+(bench/sides.py); prints every round and the medians of the per-round ratios
+pgfleet / pg_partman (below 1 means pgfleet is faster or its writer waits less). A
+measurement, not a test: nothing asserts.
 """
 
 import multiprocessing
@@ -21,9 +23,11 @@ import psycopg2
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [os.path.join(ROOT, ".lab", "collections"), os.path.join(ROOT, "tests", "integration")]
+sys.path[:0] = [os.path.join(ROOT, ".lab", "collections"), os.path.join(ROOT, "tests", "integration"),
+                os.path.dirname(os.path.abspath(__file__))]
 
 from modules import conn_args, run_module  # noqa: E402
+from sides import alternate, headline, round_ratios  # noqa: E402
 from pgcluster import PgCluster  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -139,38 +143,29 @@ def main():
         pg.start()
         pg.query("CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman")
         version = pg.query("SELECT extversion FROM pg_extension WHERE extname = 'pg_partman'")[0][0]
-        results = {"pgfleet": {"setup": [], "maint": [], "lat": [], "max": [], "err": 0},
-                   "pg_partman": {"setup": [], "maint": [], "lat": [], "max": [], "err": 0}}
-        tools = [("pgfleet", "pgfleet_t", pgfleet_setup, pgfleet_maintenance),
-                 ("pg_partman", "partman_t", partman_setup, partman_maintenance)]
-        print(f"pg_partition vs pg_partman {version}: {ROUNDS} rounds, {ROWS_PER_MONTH * 36} rows over 36 months")
-        for rnd in range(ROUNDS):
-            for name, schema, setup, maintenance in (tools if rnd % 2 == 0 else tools[::-1]):
-                fresh(pg, schema)
-                setup_s, _ = timed(setup, pg)
-                made = children(pg, schema)
-                load(pg, schema)
-                maint_s, lat, err = with_writer(pg, schema, maintenance)
-                left = children(pg, schema)
-                r = results[name]
-                r["setup"].append(setup_s)
-                r["maint"].append(maint_s)
-                r["lat"].extend(lat)
-                r["max"].append(max(lat))
-                r["err"] += len(err)
-                print(f"  round {rnd + 1} {name:10s} setup {setup_s * 1000:7.1f} ms ({made} partitions)  "
-                      f"maintenance {maint_s * 1000:7.1f} ms ({made} -> {left})  writer: {len(lat)} inserts, "
-                      f"p99 {p99(lat) * 1000:6.2f} ms, max {max(lat) * 1000:6.1f} ms, {len(err)} errors")
-        f, m = results["pgfleet"], results["pg_partman"]
-        print("medians and ratios (pgfleet / pg_partman):")
-        for label, key in (("setup", "setup"), ("maintenance", "maint")):
-            a, b = statistics.median(f[key]), statistics.median(m[key])
-            print(f"  {label:12s} {a * 1000:8.1f} ms vs {b * 1000:8.1f} ms  ratio {a / b:.2f}")
-        a, b = p99(f["lat"]), p99(m["lat"])
-        print(f"  writer p99   {a * 1000:8.2f} ms vs {b * 1000:8.2f} ms  ratio {a / b:.2f}")
-        a, b = statistics.median(f["max"]), statistics.median(m["max"])
-        print(f"  writer max   {a * 1000:8.2f} ms vs {b * 1000:8.2f} ms  ratio {a / b:.2f}  (median of rounds)")
-        print(f"  writer errors {f['err']} vs {m['err']}")
+        tools = {"pgfleet": ("pgfleet_t", pgfleet_setup, pgfleet_maintenance),
+                 "pg_partman": ("partman_t", partman_setup, partman_maintenance)}
+        errors = {name: 0 for name in tools}
+
+        def measure(name):
+            schema, setup, maintenance = tools[name]
+            fresh(pg, schema)
+            setup_s, _ = timed(setup, pg)
+            load(pg, schema)
+            maint_s, lat, err = with_writer(pg, schema, maintenance)
+            errors[name] += len(err)
+            return {"setup_ms": setup_s * 1000, "maintenance_ms": maint_s * 1000, "writer_p99_ms": p99(lat) * 1000,
+                    "writer_max_ms": max(lat) * 1000, "inserts": len(lat), "errors": len(err)}
+
+        print(f"pg_partition vs pg_partman {version}: {ROWS_PER_MONTH * 36} rows over 36 months; setup of 36 months "
+              "+ 4 ahead + DEFAULT, then maintenance (4 created, 24 dropped) under a writer")
+        samples = alternate(tools, ROUNDS, measure)
+        for metric, what in (("setup_ms", "setup time"), ("maintenance_ms", "maintenance time"),
+                             ("writer_p99_ms", "writer INSERT p99 during maintenance"),
+                             ("writer_max_ms", "writer worst stall during maintenance")):
+            headline("partitions", f"{what} pgfleet/pg_partman", round_ratios(samples, "pgfleet", "pg_partman", metric),
+                     goal="< 1" if metric != "writer_p99_ms" else "<= 1")
+        print(f"writer errors: pgfleet {errors['pgfleet']}, pg_partman {errors['pg_partman']} (measured rounds and warm-up)")
     finally:
         pg.destroy()
 

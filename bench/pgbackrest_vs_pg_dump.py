@@ -6,8 +6,12 @@ database (scale 50, about 750 MB), on the same host, in one run.
 pgBackRest: a full backup of the whole cluster into a posix repository, then a restore
 into a new data directory and the start of that cluster until it accepts connections.
 pg_dump: a custom-format dump of the database, then pg_restore with 2 jobs into a new
-database (tables, then indexes and constraints). Prints the times, the sizes and the
-ratios (pg_dump's time / pgBackRest's time).
+database (tables, then indexes and constraints). pg_restore writes into the running server,
+so it is timed twice: into a settled server (WAL switched and archived, then a CHECKPOINT),
+the fair figure, and again right after the previous restore's bulk load, as it lands when
+nothing waits (the as-loaded figure). The sides alternate their order round by round after
+a discarded warm-up (bench/sides.py); every sample is printed; the headlines are the medians
+of the per-round ratios (pg_dump's time / pgBackRest's time).
 """
 
 import os
@@ -18,11 +22,13 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "tests", "integration")]
+sys.path[:0] = [os.path.join(ROOT, "tests", "integration"), os.path.dirname(os.path.abspath(__file__))]
 
 from pgcluster import PgCluster, free_port  # noqa: E402
+from sides import alternate, headline, round_ratios  # noqa: E402
 
 SCALE = 50
+ROUNDS = 3
 
 
 def as_postgres(*argv, **kw):
@@ -64,9 +70,10 @@ def main():
         as_postgres(*backrest, "stanza-create")
         size = int(as_postgres(f"{cluster.bindir}/psql", *conn, "-XAtc", "SELECT pg_database_size('bench')").stdout)
 
-        t_backrest_backup = timed(lambda: as_postgres(*backrest, "--type=full", "backup"))
+        psql = [f"{cluster.bindir}/psql", *conn, "-XAtc"]
 
         def backrest_restore():
+            shutil.rmtree(restored, ignore_errors=True)
             os.makedirs(restored, mode=0o700)
             shutil.chown(restored, "postgres", "postgres")
             as_postgres(*backrest, f"--pg1-path={restored}", "--type=immediate", "--target-action=promote",
@@ -78,24 +85,53 @@ def main():
             while as_postgres(f"{cluster.bindir}/psql", "-h", work, "-p", str(restored_port), "-XAtc",
                               "SELECT pg_is_in_recovery()").stdout.strip() != "f":
                 time.sleep(0.1)
-        t_backrest_restore = timed(backrest_restore)
-        as_postgres(f"{cluster.bindir}/pg_ctl", "-D", restored, "-m", "fast", "-w", "stop")
+
+        def settle():
+            """Every WAL segment so far archived, then a checkpoint: nothing left from the last load."""
+            segment = as_postgres(*psql, "SELECT pg_walfile_name(pg_switch_wal())").stdout.strip()
+            deadline = time.monotonic() + 600
+            while as_postgres(*psql, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").stdout.strip() < segment:
+                assert time.monotonic() < deadline, "WAL archiving did not catch up"
+                time.sleep(0.2)
+            as_postgres(*psql, "CHECKPOINT")
+
+        def pg_restore():
+            as_postgres(f"{cluster.bindir}/dropdb", *conn, "--if-exists", "bench_restored")
+            as_postgres(f"{cluster.bindir}/createdb", *conn, "bench_restored")
+            elapsed = timed(lambda: as_postgres(f"{cluster.bindir}/pg_restore", *conn, "-j", "2", "-d",
+                                                "bench_restored", dump))
+            rows = as_postgres(f"{cluster.bindir}/psql", *conn, "-d", "bench_restored", "-XAtc",
+                               "SELECT count(*) FROM pgbench_accounts").stdout.strip()
+            assert rows == str(SCALE * 100000), rows
+            return elapsed
 
         dump = os.path.join(work, "bench.dump")
-        t_dump = timed(lambda: as_postgres(f"{cluster.bindir}/pg_dump", *conn, "-Fc", "-f", dump, "bench"))
-        as_postgres(f"{cluster.bindir}/createdb", *conn, "bench_restored")
-        t_restore = timed(lambda: as_postgres(f"{cluster.bindir}/pg_restore", *conn, "-j", "2", "-d",
-                                              "bench_restored", dump))
-        rows = as_postgres(f"{cluster.bindir}/psql", *conn, "-d", "bench_restored", "-XAtc",
-                           "SELECT count(*) FROM pgbench_accounts").stdout.strip()
-        assert rows == str(SCALE * 100000), rows
+        stored = {}
 
-        print(f"pgbench scale {SCALE}: database {size / 2**20:.0f} MB, {os.cpu_count()} cores")
-        print(f"{'':24}{'backup s':>10}{'restore s':>11}{'stored MB':>11}")
-        print(f"{'pgBackRest zst, 2 proc':24}{t_backrest_backup:>10.1f}{t_backrest_restore:>11.1f}{du(repo) / 2**20:>11.0f}")
-        print(f"{'pg_dump -Fc/pg_restore':24}{t_dump:>10.1f}{t_restore:>11.1f}{os.path.getsize(dump) / 2**20:>11.0f}")
-        print(f"ratio pg_dump/pgBackRest: backup {t_dump / t_backrest_backup:.2f}, "
-              f"restore {t_restore / t_backrest_restore:.2f}")
+        def measure(side):
+            settle()
+            if side == "pgbackrest":
+                backup = timed(lambda: as_postgres(*backrest, "--type=full", "backup"))
+                restore = timed(backrest_restore)
+                as_postgres(f"{cluster.bindir}/pg_ctl", "-D", restored, "-m", "fast", "-w", "stop")
+                stored[side] = du(repo) / 2**20
+                return {"backup_s": backup, "restore_s": restore, "restore_as_loaded_s": restore}
+            backup = timed(lambda: as_postgres(f"{cluster.bindir}/pg_dump", *conn, "-Fc", "-f", dump, "bench"))
+            stored[side] = os.path.getsize(dump) / 2**20
+            settle()
+            restore = pg_restore()
+            as_loaded = pg_restore()  # right after the bulk load of the one before
+            return {"backup_s": backup, "restore_s": restore, "restore_as_loaded_s": as_loaded}
+
+        print(f"pgbench scale {SCALE}: database {size / 2**20:.0f} MB, {os.cpu_count()} cores; seconds")
+        samples = alternate(["pgbackrest", "pg_dump"], ROUNDS, measure)
+        print(f"stored: pgBackRest repository {stored['pgbackrest']:.0f} MB (zst, whole cluster with indexes), "
+              f"pg_dump file {stored['pg_dump']:.0f} MB (data only: indexes are rebuilt on restore)")
+        headline("backup", "backup time pg_dump/pgBackRest", round_ratios(samples, "pg_dump", "pgbackrest", "backup_s"))
+        headline("backup", "restore time pg_restore/pgBackRest, settled server",
+                 round_ratios(samples, "pg_dump", "pgbackrest", "restore_s"))
+        headline("backup", "restore time pg_restore/pgBackRest, right after a bulk load",
+                 round_ratios(samples, "pg_dump", "pgbackrest", "restore_as_loaded_s"))
     finally:
         subprocess.run(["runuser", "-u", "postgres", "--", f"{cluster.bindir}/pg_ctl", "-D", restored, "-m",
                         "immediate", "stop"], capture_output=True, check=False)
