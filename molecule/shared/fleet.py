@@ -45,18 +45,34 @@ def wait_for(predicate, timeout=30.0, step=0.5):
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "playbooks")
 
 
+def inventory_with(moves, name):
+    """A copy of Molecule's inventory beside it (so its group_vars apply), with the hosts
+    in MOVES ({host: (from_group, to_group)}) moved; returns its path."""
+    import yaml  # pylint: disable=import-outside-toplevel
+    with open(INVENTORY, encoding="utf-8") as f:
+        inventory = yaml.safe_load(f)
+    for host, (source, target) in moves.items():
+        host_vars = inventory[source]["hosts"].pop(host)
+        inventory.setdefault(target, {}).setdefault("hosts", {})[host] = host_vars
+    path = os.path.join(os.path.dirname(INVENTORY), name)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(inventory, f)
+    return path
+
+
 def converge(*args, expect_success=True):
     """Run the scenario's converge playbook (site.yml); return its JSON report (with the
     exit code as 'rc' when a failure is expected)."""
     return run_playbook(os.path.join(SCENARIO, "converge.yml"), *args, expect_success=expect_success)
 
 
-def run_playbook(path, *args, expect_success=True):
-    """Run PATH (or a name under playbooks/) against the scenario's fleet; return its JSON report with 'rc'."""
+def run_playbook(path, *args, expect_success=True, inventory=None):
+    """Run PATH (or a name under playbooks/) against the scenario's fleet (or INVENTORY);
+    return its JSON report with 'rc'."""
     if not os.path.isabs(path):
         path = os.path.join(PLAYBOOKS, path)
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_FORCE_COLOR="0")
-    proc = subprocess.run(["ansible-playbook", "-i", INVENTORY, path, *args],
+    proc = subprocess.run(["ansible-playbook", "-i", inventory or INVENTORY, path, *args],
                           env=env, capture_output=True, text=True, timeout=900, check=False)
     if expect_success:
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

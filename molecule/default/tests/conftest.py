@@ -6,7 +6,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from fleet import adhoc, assert_check_mode_clean, changed_tasks, converge, hosts_of, podman_hosts, run_playbook, secret, wait_for  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from fleet import adhoc, assert_check_mode_clean, changed_tasks, converge, hosts_of, inventory_with, podman_hosts, run_playbook, secret, wait_for  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 
 
 def psql(host, sql, db="postgres"):

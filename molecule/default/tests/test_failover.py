@@ -2,7 +2,9 @@
 candidate is refused with nothing changed; a good one is promoted after the old primary is
 fenced, and the other replica follows it."""
 
-from conftest import psql, run_playbook, wait_for
+import subprocess
+
+from conftest import inventory_with, psql, run_playbook, wait_for
 
 
 def stdout_messages(report):
@@ -16,6 +18,20 @@ def test_failover_refuses_a_candidate_that_is_not_a_replica(primary):
     assert "failover_candidate 'mol-bouncer1' is not a host of postgres_replicas" in stdout_messages(report)
     assert primary.service("postgresql@15-main").is_running
     assert primary.run("systemctl is-enabled postgresql@15-main").stdout.strip() != "masked"
+    assert psql(primary, "SELECT pg_is_in_recovery()") == "f"
+
+
+def test_failover_refuses_when_the_old_primary_cannot_be_reached(primary, replicas, tmp_path):
+    """Unreachable is not fenced: without -e failover_old_primary_fenced=true nothing is promoted."""
+    cut_off = tmp_path / "cut_off.yml"  # a second inventory source: the old primary answers on no port
+    cut_off.write_text("all:\n  hosts:\n    mol-pg1:\n      ansible_connection: ssh\n"
+                       "      ansible_host: 127.0.0.1\n      ansible_port: 1\n")
+    report = run_playbook("failover.yml", "-i", str(cut_off), "-e", "failover_candidate=mol-pg2",
+                          expect_success=False)
+    assert report["rc"] != 0
+    assert "could not be verified as stopped and masked" in stdout_messages(report)
+    by_name = {h.backend.name: h for h in replicas}
+    assert psql(by_name["mol-pg2"], "SELECT pg_is_in_recovery()") == "t", "promoted without a verified fence"
     assert psql(primary, "SELECT pg_is_in_recovery()") == "f"
 
 
@@ -39,3 +55,34 @@ def test_failover_fences_the_old_primary_promotes_the_candidate_and_repoints_the
                     == "streaming mol-pg2", timeout=60)
     psql(candidate, "INSERT INTO failover_marker VALUES (43)")
     assert wait_for(lambda: psql(other, "SELECT count(*) FROM failover_marker") == "2", timeout=30)
+
+
+def test_rejoin_makes_the_old_primary_a_standby_before_it_accepts_a_write(primary, replicas):
+    """The procedure failover.yml prints: with the inventory swapped, site.yml rejoins the
+    fenced old primary as a standby of the new one. A writer on the old primary itself (its
+    local socket: nothing in the way) must get no acknowledged write at any moment."""
+    old, new = primary, {h.backend.name: h for h in replicas}["mol-pg2"]
+    swapped = inventory_with({"mol-pg1": ("postgres_primary", "postgres_replicas"),
+                              "mol-pg2": ("postgres_replicas", "postgres_primary")}, "swapped.yml")
+    writer = subprocess.Popen(  # pylint: disable=consider-using-with
+        ["podman", "exec", "mol-pg1", "bash", "-c",
+         "rm -f /tmp/acks; while true; do runuser -u postgres -- psql -XAtq -c "
+         "'INSERT INTO failover_marker VALUES (99) RETURNING 1' >> /tmp/acks 2>/dev/null; sleep 0.1; done"])
+    try:
+        report = run_playbook("site.yml", "--limit", "mol-pg1,mol-pg2", "-e", "pg_replica_rebuild=true",
+                              inventory=swapped)
+    finally:
+        writer.terminate()
+        writer.wait()
+        subprocess.run(["podman", "exec", "mol-pg1", "pkill", "-f", "while true"], check=False)
+    assert report["rc"] == 0
+    acks = old.run("cat /tmp/acks").stdout.split()
+    assert acks == [], f"the old primary acknowledged {len(acks)} writes during the rejoin"
+    assert psql(old, "SELECT pg_is_in_recovery()") == "t"
+    assert old.run("systemctl is-enabled postgresql@15-main").stdout.strip() != "masked"  # the fence is lifted
+    assert wait_for(lambda: psql(old, "SELECT status || ' ' || sender_host FROM pg_stat_wal_receiver")
+                    == "streaming mol-pg2", timeout=60)
+    psql(new, "INSERT INTO failover_marker VALUES (44)")
+    assert wait_for(lambda: psql(old, "SELECT count(*) FROM failover_marker WHERE answer IN (43, 44)") == "2",
+                    timeout=30)
+    assert psql(new, "SELECT count(*) FROM failover_marker WHERE answer = 99") == "0"
