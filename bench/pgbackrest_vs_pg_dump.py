@@ -28,7 +28,7 @@ from pgcluster import PgCluster, free_port  # noqa: E402
 from sides import alternate, headline, round_ratios  # noqa: E402
 
 SCALE = 50
-ROUNDS = 3
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def as_postgres(*argv, **kw):

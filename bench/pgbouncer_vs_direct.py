@@ -25,7 +25,7 @@ sys.path[:0] = [os.path.join(ROOT, "tests", "integration"), os.path.dirname(os.p
 from pgcluster import PgCluster, free_port  # noqa: E402
 from sides import alternate, headline, round_ratios  # noqa: E402
 
-ROUNDS = 4
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 SECONDS = 10
 CLIENTS = 8
 PASSWORD = "bench-service-password"

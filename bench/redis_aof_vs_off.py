@@ -23,7 +23,7 @@ from modules import run_module  # noqa: E402
 from redisserver import RedisServer  # noqa: E402
 from sides import alternate, headline, round_ratios  # noqa: E402
 
-ROUNDS = 5
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 REQUESTS = 200_000
 CLIENTS = 50
 PIPELINES = (1, 16)

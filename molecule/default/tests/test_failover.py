@@ -2,9 +2,11 @@
 candidate is refused with nothing changed; a good one is promoted after the old primary is
 fenced, and the other replica follows it."""
 
+import json
 import subprocess
 
 from conftest import inventory_with, psql, run_playbook, wait_for
+from test_declared_objects import TABLES
 
 
 def stdout_messages(report):
@@ -57,20 +59,25 @@ def test_failover_fences_the_old_primary_promotes_the_candidate_and_repoints_the
     assert wait_for(lambda: psql(other, "SELECT count(*) FROM failover_marker") == "2", timeout=30)
 
 
-def test_rejoin_makes_the_old_primary_a_standby_before_it_accepts_a_write(primary, replicas):
+def test_rejoin_makes_the_old_primary_a_standby_before_it_accepts_a_write(primary, replicas, tmp_path):
     """The procedure failover.yml prints: with the inventory swapped, site.yml rejoins the
     fenced old primary as a standby of the new one. A writer on the old primary itself (its
     local socket: nothing in the way) must get no acknowledged write at any moment."""
     old, new = primary, {h.backend.name: h for h in replicas}["mol-pg2"]
     swapped = inventory_with({"mol-pg1": ("postgres_primary", "postgres_replicas"),
                               "mol-pg2": ("postgres_replicas", "postgres_primary")}, "swapped.yml")
+    # The fleet runs with what test_declared_objects declared (max_locks_per_transaction 128 among
+    # them): converge with the same, as an operator's inventory would. A standby configured
+    # below its primary's running value cannot start at all.
+    declared = tmp_path / "declared.json"
+    declared.write_text(json.dumps(TABLES))
     writer = subprocess.Popen(  # pylint: disable=consider-using-with
         ["podman", "exec", "mol-pg1", "bash", "-c",
          "rm -f /tmp/acks; while true; do runuser -u postgres -- psql -XAtq -c "
          "'INSERT INTO failover_marker VALUES (99) RETURNING 1' >> /tmp/acks 2>/dev/null; sleep 0.1; done"])
     try:
         report = run_playbook("site.yml", "--limit", "mol-pg1,mol-pg2", "-e", "pg_replica_rebuild=true",
-                              inventory=swapped)
+                              "-e", "@" + str(declared), inventory=swapped)
     finally:
         writer.terminate()
         writer.wait()
