@@ -45,16 +45,20 @@ def wait_for(predicate, timeout=30.0, step=0.5):
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "playbooks")
 
 
-def inventory_with(moves, name):
-    """A copy of Molecule's inventory beside it (so its group_vars apply), with the hosts
-    in MOVES ({host: (from_group, to_group)}) moved; returns its path."""
+def inventory_with(moves, directory):
+    """A copy of Molecule's inventory in DIRECTORY, with the same group_vars, and the hosts in
+    MOVES ({host: (from_group, to_group)}) moved; returns its path. Never beside Molecule's own
+    file: Molecule reads its whole inventory directory, so a copy there would join every run."""
     import yaml  # pylint: disable=import-outside-toplevel
     with open(INVENTORY, encoding="utf-8") as f:
         inventory = yaml.safe_load(f)
     for host, (source, target) in moves.items():
         host_vars = inventory[source]["hosts"].pop(host)
         inventory.setdefault(target, {}).setdefault("hosts", {})[host] = host_vars
-    path = os.path.join(os.path.dirname(INVENTORY), name)
+    os.makedirs(directory, exist_ok=True)
+    os.symlink(os.path.realpath(os.path.join(os.path.dirname(INVENTORY), "group_vars")),
+               os.path.join(directory, "group_vars"))
+    path = os.path.join(directory, "hosts.yml")
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(inventory, f)
     return path

@@ -65,7 +65,7 @@ def test_rejoin_makes_the_old_primary_a_standby_before_it_accepts_a_write(primar
     local socket: nothing in the way) must get no acknowledged write at any moment."""
     old, new = primary, {h.backend.name: h for h in replicas}["mol-pg2"]
     swapped = inventory_with({"mol-pg1": ("postgres_primary", "postgres_replicas"),
-                              "mol-pg2": ("postgres_replicas", "postgres_primary")}, "swapped.yml")
+                              "mol-pg2": ("postgres_replicas", "postgres_primary")}, str(tmp_path / "swapped"))
     # The fleet runs with what test_declared_objects declared (max_locks_per_transaction 128 among
     # them): converge with the same, as an operator's inventory would. A standby configured
     # below its primary's running value cannot start at all.
