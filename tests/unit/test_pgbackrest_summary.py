@@ -68,7 +68,12 @@ def test_missing_stanza(code):
     ("ERROR: [082]: WAL segment 000000010000000000000002 was not archived before the 5000ms timeout",
      "archive_timeout"),
     ("WARN: something\nERROR: [101]: TLS error [1:167772454] unexpected eof while reading", "repo_unreachable"),
-    ("ERROR: [055]: unable to load info file '/nonexistent/archive.info'", "repo_unreachable"),
+    # A missing, unreadable or garbled info file is damage in a reachable repository (issue 19).
+    ("ERROR: [055]: backup.info exists but archive.info is missing on repo1", "repo_corrupt"),
+    ("ERROR: [029]: unable to load info file '/r/archive/main/archive.info' or ...copy", "repo_corrupt"),
+    ("ERROR: [026]: invalid checksum in '/r/backup/main/backup.info'", "repo_corrupt"),
+    ("ERROR: [028]: invalid format in '/r/backup/main/backup.info'", "repo_corrupt"),
+    ("ERROR: [095]: unable to decrypt: the passphrase may be wrong", "repo_cipher"),
     ("ERROR: [056]: unable to connect to 'dbname='postgres' port=5432'", "postgres_unreachable"),
     ("ERROR: [062]: stop file exists for stanza main", "stanza_stopped"),
     ("ERROR: [050]: unable to acquire lock", "lock_held"),
