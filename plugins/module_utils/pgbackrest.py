@@ -207,6 +207,14 @@ def backrest_argument_spec():
     )
 
 
+def stanza_error(option, value):
+    """Why VALUE cannot be the stanza name given as OPTION, or None."""
+    if STANZA_RE.match(value):
+        return None
+    return ("%s: %r is not a valid stanza name (letters, digits, '.', '_', '-'; starting with a letter or "
+            "digit; at most 64 characters)" % (option, value))
+
+
 class PgBackRestError(Exception):
     def __init__(self, argv, rc, stderr):
         self.argv, self.rc = argv, rc
@@ -240,9 +248,9 @@ class PgBackRest:
     def for_module(cls, module):
         """From backrest_argument_spec() options; bad values end the module with fail_json."""
         p = module.params
-        if not STANZA_RE.match(p["stanza"]):
-            module.fail_json(msg="stanza: %r is not a valid stanza name (letters, digits, '.', '_', '-'; "
-                                 "starting with a letter or digit; at most 64 characters)" % p["stanza"])
+        why = stanza_error("stanza", p["stanza"])
+        if why:
+            module.fail_json(msg=why)
         try:
             return cls(module.run_command, OsUser(p["os_user"]), p["executable"], p["config"], p["options"])
         except ValueError as e:

@@ -235,7 +235,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.pgfleet.core.plugins.module_utils.guard import run_guarded
 from ansible_collections.pgfleet.core.plugins.module_utils.os_user import OsUser
-from ansible_collections.pgfleet.core.plugins.module_utils.pgbackrest import STANZA_RE
+from ansible_collections.pgfleet.core.plugins.module_utils.pgbackrest import stanza_error
 from ansible_collections.pgfleet.core.plugins.module_utils.postgres import check_identifiers
 from ansible_collections.pgfleet.core.plugins.module_utils.replica import (
     APP_NAME_RE, SLOT_RE, auto_conf_without, conf_quote, conninfo_differs, desired_conninfo, int_to_lsn, lsn_to_int,
@@ -789,9 +789,9 @@ def apply(module, state):
     p = module.params
     # The role name goes into primary_conninfo and the password file: a NUL would cut it.
     check_identifiers(lambda msg: module.fail_json(msg=msg), [("replication_user", p["replication_user"])])
-    if p["pgbackrest_stanza"] is not None and not STANZA_RE.match(p["pgbackrest_stanza"]):
-        module.fail_json(msg="pgbackrest_stanza: %r is not a valid stanza name (letters, digits, '.', '_', '-'; "
-                             "starting with a letter or digit; at most 64 characters)" % p["pgbackrest_stanza"])
+    why = stanza_error("pgbackrest_stanza", p["pgbackrest_stanza"]) if p["pgbackrest_stanza"] is not None else None
+    if why:
+        module.fail_json(msg=why)
     if p["slot"] is not None and not SLOT_RE.match(p["slot"]):
         module.fail_json(msg="slot: %r is not a valid replication slot name (lower-case letters, digits and "
                              "underscores, at most 63)" % p["slot"])

@@ -128,7 +128,6 @@ except ImportError:  # the archive check then falls back to `pgbackrest check`
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgfleet.core.plugins.module_utils.guard import run_guarded
-from ansible_collections.pgfleet.core.plugins.module_utils.os_user import OsUser
 from ansible_collections.pgfleet.core.plugins.module_utils.pgbackrest import (
     PgBackRest, PgBackRestError, backrest_argument_spec, status_error_code, summarize_info,
 )
@@ -155,9 +154,9 @@ def config_values(module, stanza):
     return values
 
 
-def local_cluster(module, stanza):
-    """(system identifier, major version) of the stanza's pg1-path when it is on this host."""
-    values = config_values(module, stanza)
+def local_cluster(module, values):
+    """(system identifier, major version) of the stanza's pg1-path (from VALUES, its options)
+    when it is on this host."""
     path = values.get("pg1-path")
     try:
         with open(os.path.join(path, "PG_VERSION")) as f:
@@ -220,7 +219,7 @@ class Stanza:
             return True
         if self.values.get("pg1-host") or psycopg2 is None:
             return False
-        os_user = OsUser(self.module.params["os_user"])
+        os_user = self.backrest.os_user
         socket = self.values.get("pg1-socket-path", "/var/run/postgresql")
         port = int(self.values.get("pg1-port", 5432))
         try:
@@ -255,9 +254,9 @@ class Stanza:
 
     def predict_match(self, before):
         """Check mode: stanza-create on an existing stanza fails when the cluster is another system."""
-        local = local_cluster(self.module, self.stanza)
         if not before["exists"] or not before["db"]:
             return
+        local = local_cluster(self.module, self.values)
         if local is None:
             if not self.values.get("pg1-host"):  # with pg1-host the cluster is elsewhere, as expected
                 self.module.warn("check mode cannot compare the cluster with the stanza: pg1-path %r is not a "
@@ -312,7 +311,7 @@ class Stanza:
 
     def upgrade_needed(self, before):
         """Check mode: compare the local cluster (pg1-path) with the stanza's current database."""
-        local = local_cluster(self.module, self.stanza)
+        local = local_cluster(self.module, self.values)
         if local is None:
             self.module.warn("check mode cannot predict stanza-upgrade: pg1-path is not a local data directory")
             return False
