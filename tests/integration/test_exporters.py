@@ -139,6 +139,10 @@ def test_postgres_exporter_on_a_primary(fleet, work):
     primary.query("SELECT pg_switch_wal()")  # the archiver tries, and /bin/false fails it
     for _call in range(3):
         primary.query("SELECT pg_sleep(0.3)")
+    # A password typed by hand is tracked (utility statements keep their literals) and slow
+    # enough for the top 20, but never becomes a label.
+    primary.query("CREATE ROLE typed_by_hand LOGIN PASSWORD 'hunter2-plaintext'")
+    assert primary.query("SELECT count(*) FROM pg_stat_statements WHERE query ~ 'hunter2'")[0][0] == 1
     until(lambda: primary.query("SELECT failed_count FROM pg_stat_archiver")[0][0] > 0, "the archiver never tried")
     exporter = postgres_exporter(primary, work)
     try:
@@ -154,6 +158,8 @@ def test_postgres_exporter_on_a_primary(fleet, work):
         assert len(sleep) == 1, sleep
         assert 0.29 <= float(sleep[0].rsplit(" ", 1)[1]) < 1
         assert value(text, "pgfleet_statement_calls", query="SELECT pg_sleep($1)") == 3
+        statements = [line for line in text.splitlines() if line.startswith("pgfleet_statement_calls")]
+        assert len(statements) > 3 and not [line for line in statements if "hunter2" in line], statements
         # Everything the alert rules read from postgres_exporter, it has.
         for name in rule_metrics(("pg_", "pgfleet_replica", "pgfleet_archiver", "pgfleet_statement")):
             assert re.search(r"^%s[{ ]" % name, text, re.M), name
