@@ -3,6 +3,7 @@ transaction pools to the primary, read-only pools spread over the replicas that 
 a replica going down, and a user list that holds no application secret."""
 
 import concurrent.futures
+import time
 
 import pytest
 from conftest import psql, secret, wait_for
@@ -48,6 +49,25 @@ def test_superusers_and_the_lookup_user_cannot_log_in_through_it(bouncer):
         refused = bouncer.run("PGPASSWORD=%s psql -XAtq -d %s -c 'SELECT 1'", password,
                               f"host={name} port=6432 dbname=profile_db user={user} sslmode=require")
         assert refused.rc != 0 and "login rejected" in refused.stderr, (user, refused.stderr)
+
+
+def test_the_console_refuses_network_logins_at_once(bouncer):
+    # A user not in the user list once waited forever for an auth_query the console cannot
+    # serve, holding a client slot without a password.
+    name = bouncer.backend.get_hostname()
+    started = time.monotonic()
+    for user in ("nobody", "postgres", "profile_service"):
+        refused = bouncer.run("PGPASSWORD=x PGCONNECT_TIMEOUT=10 psql -XAtq -d %s -c 'SHOW VERSION'",
+                              f"host={name} port=6432 dbname=pgbouncer user={user} sslmode=require")
+        assert refused.rc != 0 and "login rejected" in refused.stderr, (user, refused.stderr)
+    assert time.monotonic() - started < 10
+    clients = console(bouncer, "SHOW CLIENTS")
+    assert "(nouser)" not in clients and "nobody" not in clients, clients
+    # The refusals reach the AuthFailuresHigh alert's counter.
+    assert bouncer.run("systemctl start pgfleet-auth-failures.service").rc == 0
+    prom = bouncer.file("/var/lib/prometheus/node-exporter/pgfleet_auth_failures.prom").content_string
+    (count,) = [line.split()[-1] for line in prom.splitlines() if line.startswith('pgfleet_auth_failures_total{service="pgbouncer"}')]
+    assert int(count) >= 3, prom
 
 
 def test_server_connections_are_tls_and_pooled_per_transaction(bouncer, primary):
