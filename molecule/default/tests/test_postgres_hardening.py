@@ -4,7 +4,7 @@ from the host, slow-query visibility, audit, session timeouts, pre-checks."""
 import json
 import re
 
-from conftest import converge, podman_hosts, psql, secret
+from conftest import converge, hosts_of, podman_hosts, psql, secret
 
 testinfra_hosts = podman_hosts("postgres")
 
@@ -13,9 +13,9 @@ ROOT_CERT = "/etc/postgresql/15/main/root.crt"
 
 
 def network_psql(client, server, sslmode, sql="SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"):
-    """psql from CLIENT to SERVER over the network as the replication user (scram)."""
-    conninfo = f"host={server} dbname=postgres user=replicator sslmode={sslmode} sslrootcert={ROOT_CERT}"
-    return client.run("PGPASSWORD=%s psql -XAtq -d %s -c %s", secret("pg_replication_password"), conninfo, sql)
+    """psql from CLIENT to SERVER over the network as a service user to its database (scram)."""
+    conninfo = f"host={server} dbname=profile_db user=profile_service sslmode={sslmode} sslrootcert={ROOT_CERT}"
+    return client.run("PGPASSWORD=%s psql -XAtq -d %s -c %s", secret("pg_profile_service_password"), conninfo, sql)
 
 
 def test_network_clients_must_use_tls(primary, replicas):
@@ -109,6 +109,48 @@ def test_service_users_have_timeouts_limits_and_audited_writes(primary):
     assert rows.startswith("payments_service 50 ") and "statement_timeout=30s" in rows and "pgaudit.log=ddl,role,write" in rows
     as_service(primary, "payments_service", "payments_db", "UPDATE payments SET amount = 12 WHERE id = 1")
     assert "WRITE,UPDATE" in primary.file(LOG).content_string
+
+
+SERVICE_USERS = ("auth_service", "payments_service", "admin_service", "profile_service")
+
+
+def test_no_password_in_statistics_and_only_scram_secrets_stored(primary):
+    secrets = {name: secret(f"pg_{name}_password") for name in SERVICE_USERS}
+    secrets.update(replicator=secret("pg_replication_password"), pgbouncer_auth=secret("pgbouncer_auth_password"))
+    # Every role's password was set at converge: pg_stat_statements tracks utility statements.
+    assert psql(primary, "SHOW pg_stat_statements.track_utility") == "on"
+    # No statement with a password literal (pgfleet's own read of pg_authid.rolpassword is fine).
+    assert psql(primary, "SELECT count(*) FROM pg_stat_statements WHERE query ~* 'password\\s*'''") == "0"
+    texts = primary.check_output("cat /var/lib/postgresql/15/main/pg_stat_tmp/pgss_query_texts.stat | tr -d '\\0'")
+    log = primary.file(LOG).content_string
+    for name, value in secrets.items():
+        assert value not in texts and value not in log, f"the password of {name} is readable"
+    stored = psql(primary, "SELECT rolname || ' ' || left(rolpassword, 19) FROM pg_authid "
+                           "WHERE rolname IN (%s) ORDER BY 1" % ", ".join(f"'{n}'" for n in secrets)).splitlines()
+    assert stored == sorted(f"{name} SCRAM-SHA-256$4096:" for name in secrets), stored
+
+
+def test_service_users_reach_no_default_database(primary):
+    for db in ("postgres", "template1"):
+        result = as_service(primary, "profile_service", db, "CREATE TEMP TABLE t (i int)")
+        assert result.rc != 0 and "permission denied for database" in result.stderr, (db, result.stderr)
+    # Monitoring keeps its way in (pg_monitor), by peer over the socket as the exporter does.
+    assert primary.run("runuser -u prometheus -- psql -XAtq -d postgres -c 'SELECT 1'").stdout.strip() == "1"
+
+
+def test_replication_only_from_the_members(primary, replicas):
+    (bouncer,) = hosts_of("pgbouncer")
+    conninfo = (f"host={primary.backend.get_hostname()} dbname=postgres user=replicator replication=true "
+                f"sslmode=require")
+    outsider = bouncer.run("PGPASSWORD=%s psql -XAtq -d %s -c IDENTIFY_SYSTEM", secret("pg_replication_password"), conninfo)
+    assert outsider.rc != 0 and "no pg_hba.conf entry for replication connection" in outsider.stderr, outsider.stderr
+    assert primary.run("systemctl start pgfleet-auth-failures.service").rc == 0
+    prom = primary.file("/var/lib/prometheus/node-exporter/pgfleet_auth_failures.prom").content_string
+    (count,) = [line.split()[-1] for line in prom.splitlines() if line.startswith('pgfleet_auth_failures_total{service="postgresql"}')]
+    assert int(count) >= 1, prom
+    member = replicas[0].run("PGPASSWORD=%s psql -XAtq -d %s -c IDENTIFY_SYSTEM", secret("pg_replication_password"), conninfo)
+    assert member.rc == 0 and member.stdout.count("|") == 3, member.stderr
+    assert " %h " in psql(primary, "SHOW log_line_prefix"), "log lines carry no client address"
 
 
 def test_user_without_password_fails_the_pre_check():
