@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import boto3
 import pytest
@@ -113,6 +114,24 @@ def test_dump_is_encrypted_uploaded_pruned_and_restorable(pg, s3, work):
     out = run(config, "restore", "--database", "shop", "--target", "shop_again", "--s3-key", "pg1/shop/" + local)
     assert out.returncode == 1 and "cannot decrypt" in out.stderr
     assert pg.query("SELECT count(*) FROM pg_database WHERE datname = 'shop_again'") == [(0,)]
+
+
+def run_metric(cfg):
+    with open(os.path.join(cfg["metrics_dir"], "pgfleet_logical_dump_run.prom"), encoding="utf-8") as f:
+        return {line.split(" ")[0]: float(line.split(" ")[1]) for line in f if not line.startswith("#")}
+
+
+def test_a_failed_dump_is_recorded_at_once(pg, s3, work):
+    config, cfg = settings(pg, s3, work)  # database shop does not exist yet
+    out = run(config, "dump")
+    assert out.returncode == 1 and "dump of shop failed" in out.stderr, out.stderr
+    failed = run_metric(cfg)
+    assert failed["pgfleet_logical_dump_last_run_success"] == 0
+    assert time.time() - failed["pgfleet_logical_dump_last_run_timestamp_seconds"] < 60
+    assert not os.path.exists(os.path.join(cfg["metrics_dir"], "pgfleet_logical_dump.prom")), "no success to report"
+    createdb(pg, "shop")
+    assert run(config, "dump").returncode == 0
+    assert run_metric(cfg)["pgfleet_logical_dump_last_run_success"] == 1
 
 
 def test_a_standby_dumps_nothing(pg, s3, work):

@@ -87,6 +87,8 @@ def test_scheduled_backup_lands_in_info_and_metrics(repo):
     stamp = metric(repo, PROM + "/pgbackrest_main.prom",
                    'pgbackrest_backup_last_timestamp_seconds{stanza="main",type="full"}')
     assert stamp is not None and time.time() - stamp < 120
+    assert metric(repo, PROM + "/pgbackrest_main_run_full.prom",
+                  'pgfleet_backup_last_run_success{stanza="main",type="full"}') == 1
 
 
 def test_backup_playbook_and_its_bad_input(repo):
@@ -169,6 +171,9 @@ def test_primary_killed_mid_backup_leaves_repository_consistent(primary, repo):
     assert wait_for(lambda: repo.run("systemctl is-active pgfleet-backup@full.service").stdout.strip() != "activating",
                     timeout=120), "the backup did not stop after the kill"
     assert repo.run("systemctl is-failed pgfleet-backup@full.service").stdout.strip() == "failed"
+    # BackupFailed fires from this at once, not when the newest good backup grows old.
+    assert metric(repo, PROM + "/pgbackrest_main_run_full.prom",
+                  'pgfleet_backup_last_run_success{stanza="main",type="full"}') == 0
     assert wait_for(lambda: primary.run("systemctl is-active postgresql@15-main").stdout.strip() in ("failed", "inactive"),
                     timeout=60), primary.run("systemctl status postgresql@15-main --no-pager").stdout
     primary.run("rm -r /run/systemd/system/postgresql@15-main.service.d && systemctl daemon-reload")
@@ -179,6 +184,8 @@ def test_primary_killed_mid_backup_leaves_repository_consistent(primary, repo):
     out = repo.run("systemctl start pgfleet-backup@full.service")
     assert out.rc == 0, repo.run("journalctl -u pgfleet-backup@full --no-pager -n 20").stdout
     assert [b["type"] for b in good_backups(repo) if b["label"] not in before] == ["full"]
+    assert metric(repo, PROM + "/pgbackrest_main_run_full.prom",
+                  'pgfleet_backup_last_run_success{stanza="main",type="full"}') == 1
     assert info(repo)["status"]["code"] == 0
 
 
@@ -190,6 +197,7 @@ def test_logical_dumps_are_encrypted_and_restore_into_a_new_database(primary, re
     assert replica.run("ls /var/backups/pgfleet-dumps").stdout.strip() == ""
     out = primary.run("systemctl start pgfleet-logical-dump.service")
     assert out.rc == 0, primary.run("journalctl -u pgfleet-logical-dump --no-pager -n 20").stdout
+    assert metric(primary, PROM + "/pgfleet_logical_dump_run.prom", "pgfleet_logical_dump_last_run_success") == 1
     dumps = primary.run("ls /var/backups/pgfleet-dumps").stdout.split()
     assert {d.rsplit("-", 1)[0] for d in dumps} >= {"payments_db", "auth_db", "admin_db", "profile_db"}
     path = "/var/backups/pgfleet-dumps/" + [d for d in dumps if d.startswith("payments_db-")][0]
