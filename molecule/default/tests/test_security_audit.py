@@ -18,9 +18,11 @@ def test_lab_fleet_has_no_critical_finding():
     assert set(findings) == {"mol-pg1", "mol-pg2", "mol-pg3"}
     for host, result in findings.items():
         rows = result["ansible_facts"]["pg_audit_findings"]
-        assert len(rows) >= 14 and all(row[0] for row in rows)
+        assert len(rows) >= 17 and all(row[0] for row in rows)
         assert [r for r in rows if r[1] == "critical" and r[3]] == [], (host, rows)
-        assert any("ok    critical  hba_tls" in line for line in printed[host]["msg"])
+        assert [r for r in rows if r[0] in ("replication_hba", "log_prefix") and r[3]] == [], (host, rows)
+        for check in ("hba_tls", "password_statements", "public_connect"):
+            assert any(f"ok    critical  {check}" in line for line in printed[host]["msg"]), (check, printed[host])
     assert all(s["changed"] == 0 for s in report["stats"].values())
 
 
