@@ -1,12 +1,24 @@
 """failover.yml on the plain streaming fleet (runs last: it moves the primary): a bad
 candidate is refused with nothing changed; a good one is promoted after the old primary is
-fenced, and the other replica follows it."""
+fenced, PgBouncer and the other replica follow it at once, and site.yml refuses the stale
+inventory until the operator swaps the hosts."""
 
 import json
 import subprocess
 
 from conftest import inventory_with, psql, run_playbook, wait_for
 from test_declared_objects import TABLES
+from test_pgbouncer import via_bouncer
+
+from fleet import hosts_of
+
+BOUNCER_INI = "/etc/pgbouncer/pgbouncer.ini"
+
+
+def bouncer_primary():
+    (bouncer,) = hosts_of("pgbouncer")
+    line = bouncer.check_output("grep -m1 '^profile_db = ' %s", BOUNCER_INI)
+    return bouncer, line.split("host=")[1].split()[0]
 
 
 def stdout_messages(report):
@@ -35,6 +47,7 @@ def test_failover_refuses_when_the_old_primary_cannot_be_reached(primary, replic
     by_name = {h.backend.name: h for h in replicas}
     assert psql(by_name["mol-pg2"], "SELECT pg_is_in_recovery()") == "t", "promoted without a verified fence"
     assert psql(primary, "SELECT pg_is_in_recovery()") == "f"
+    assert bouncer_primary()[1] == "mol-pg1"
 
 
 def test_failover_fences_the_old_primary_promotes_the_candidate_and_repoints_the_rest(primary, replicas):
@@ -57,6 +70,25 @@ def test_failover_fences_the_old_primary_promotes_the_candidate_and_repoints_the
                     == "streaming mol-pg2", timeout=60)
     psql(candidate, "INSERT INTO failover_marker VALUES (43)")
     assert wait_for(lambda: psql(other, "SELECT count(*) FROM failover_marker") == "2", timeout=30)
+
+    # Writes through PgBouncer reach the new primary with no other run.
+    bouncer, points_at = bouncer_primary()
+    assert points_at == "mol-pg2"
+    write = via_bouncer(bouncer, "CREATE TEMP TABLE after_failover (i int); INSERT INTO after_failover VALUES (1); "
+                                 "SELECT count(*) || ' ' || pg_is_in_recovery() FROM after_failover")
+    assert write.rc == 0 and write.stdout.strip() == "1 false", write.stderr
+
+
+def test_site_yml_refuses_the_inventory_from_before_the_failover(primary):
+    """The inventory still names mol-pg1: a converge would send PgBouncer back to the fenced
+    host. It stops in its first play, naming both hosts, and changes nothing."""
+    report = run_playbook("site.yml", expect_success=False)
+    assert report["rc"] != 0
+    said = stdout_messages(report)
+    assert "mol-pg1 is fenced" in said and "mol-pg2 runs as a primary" in said, said
+    assert "pg_replica_rebuild=true" in said
+    assert bouncer_primary()[1] == "mol-pg2"
+    assert primary.run("systemctl is-enabled postgresql@15-main").stdout.strip() == "masked"
 
 
 def test_rejoin_makes_the_old_primary_a_standby_before_it_accepts_a_write(primary, replicas, tmp_path):
