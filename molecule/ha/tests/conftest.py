@@ -53,7 +53,12 @@ class Probe:
         time.sleep(0.5)
 
     def lines(self):
-        return podman("exec", self.container, "cat", self.log).stdout.splitlines()
+        """The log's lines; none yet while the detached probe has not created it (a loaded
+        host can take a second or more to start it)."""
+        out = podman("exec", self.container, "cat", self.log, check=False)
+        if out.returncode != 0 and "No such file" not in out.stderr:
+            raise RuntimeError(f"reading {self.log} in {self.container}: {out.stderr}")
+        return out.stdout.splitlines()
 
     def acked(self):
         """[(id, time)] of the commits the server acknowledged."""

@@ -107,6 +107,33 @@ def test_router_sends_writes_to_the_leader_and_reads_to_replicas(pg_hosts, route
     assert router.check_output("psql %s -XAtc %s", replica_dsn, "SELECT pg_is_in_recovery()") == "t"
 
 
+def journal_first(container, unit, since, text):
+    """Time (epoch s) of the first journal line of UNIT in CONTAINER after SINCE that holds TEXT."""
+    out = podman("exec", container, "journalctl", "--no-pager", "-o", "json", "-u", unit,
+                 f"--since=@{int(since) - 1}", check=False).stdout
+    for line in out.splitlines():
+        entry = json.loads(line)
+        message = entry.get("MESSAGE", "")
+        if isinstance(message, list):  # journald's form for a line that is not UTF-8
+            message = bytes(message).decode(errors="replace")
+        stamp = int(entry["__REALTIME_TIMESTAMP"]) / 1e6
+        if stamp >= since and text in message:
+            return stamp
+    return None
+
+
+def outage_steps(new, router, killed_at, first_write):
+    """Where the seconds of a failover go, in seconds from the kill: the new leader takes the
+    lock (the old one's lapses ttl after its last renewal), PostgreSQL is promoted, HAProxy
+    marks it up, the first commit through PgBouncer. None where the log has no such line."""
+    unit = "patroni@15-main"
+    found = {"lock": journal_first(new, unit, killed_at, "acquiring session lock"),
+             "promoted": journal_first(new, unit, killed_at, "database system is ready to accept connections"),
+             "haproxy up": journal_first(router, "haproxy", killed_at, f"postgres_primary/{new} is UP"),
+             "first write": first_write}
+    return {step: (at - killed_at if at else None) for step, at in found.items()}
+
+
 @pytest.mark.parametrize("attempt", range(1, KILLS + 1))
 def test_leader_killed_under_load_fails_over_and_loses_no_acknowledged_commit(pg_hosts, router, probe_table, attempt):
     old = current_leader(pg_hosts)
@@ -127,6 +154,10 @@ def test_leader_killed_under_load_fails_over_and_loses_no_acknowledged_commit(pg
           f"after {outage:.1f} s without a commit (from {last_before - killed_at:+.2f} s of the kill); "
           f"{len(ids)} acknowledged commits, {len(missing)} missing")
     test_leader_killed_under_load_fails_over_and_loses_no_acknowledged_commit.outages.append(outage)
+    steps = outage_steps(new.backend.name, router.backend.name, killed_at, last_before + outage)
+    test_leader_killed_under_load_fails_over_and_loses_no_acknowledged_commit.steps.append(steps)
+    print("  from the kill: " + ", ".join(f"{step} " + ("not in the log" if at is None else f"+{at:.1f} s")
+                                           for step, at in steps.items()))
     assert missing == [], f"acknowledged commits lost: {missing[:20]}"
     assert outage < REQUIRED_FAILOVER_S
     # The killed member, started again, rejoins as a replica by itself (pg_rewind if needed).
@@ -135,6 +166,7 @@ def test_leader_killed_under_load_fails_over_and_loses_no_acknowledged_commit(pg
 
 
 test_leader_killed_under_load_fails_over_and_loses_no_acknowledged_commit.outages = []
+test_leader_killed_under_load_fails_over_and_loses_no_acknowledged_commit.steps = []
 
 
 def test_failover_figures():
@@ -142,6 +174,10 @@ def test_failover_figures():
     assert len(outages) == KILLS
     print(f"\nwrite outage after a leader kill over {KILLS} runs: " + ", ".join(f"{o:.1f}" for o in outages)
           + f" s; mean {statistics.mean(outages):.1f} s, max {max(outages):.1f} s (required < {REQUIRED_FAILOVER_S:.0f} s)")
+    steps = test_leader_killed_under_load_fails_over_and_loses_no_acknowledged_commit.steps
+    medians = {step: statistics.median(found) for step in steps[0]
+               if (found := [run[step] for run in steps if run[step] is not None])}
+    print("median seconds from the kill: " + ", ".join(f"{step} {at:.1f}" for step, at in medians.items()))
 
 
 def test_leader_cut_off_stops_writing_before_another_is_promoted(pg_hosts, probe_table):
@@ -212,6 +248,60 @@ def test_backups_and_archiving_follow_the_leader(pg_hosts):
     assert stanza["status"]["code"] == 0, stanza["status"]
     assert [b["type"] for b in stanza["backup"] if not b.get("error")][-1:] == ["full"], stanza["backup"]
     print(f"\nfull backup after the failovers taken from {leader.backend.name} (the leader)")
+
+
+def archive_now(leader):
+    """Switch WAL and wait until the segment holding everything so far is in the repository."""
+    segment = psql(leader, "SELECT pg_walfile_name(pg_current_wal_insert_lsn()) FROM (SELECT txid_current()) AS t")
+    psql(leader, "SELECT pg_switch_wal()")
+    assert wait_for(lambda: psql(leader, f"SELECT last_archived_wal >= '{segment}' FROM pg_stat_archiver") == "t",
+                    timeout=90)
+
+
+def test_point_in_time_restore_under_patroni_returns_the_exact_rows(pg_hosts, router):
+    """restore.yml under Patroni: every member's Patroni stopped, the leader restored to a time
+    between two batches of rows, Patroni back with it as leader, the others cloned from it;
+    writes through the router work again and a new backup is taken."""
+    leader = current_leader(pg_hosts)
+    name = leader.backend.name
+    psql(leader, "SET ROLE orders_db_owner; CREATE TABLE pitr_probe (id int PRIMARY KEY, batch text)", db="orders_db")
+    psql(leader, "INSERT INTO pitr_probe SELECT g, 'kept' FROM generate_series(1, 1000) g", db="orders_db")
+    archive_now(leader)
+    target = psql(leader, "SELECT now()")
+    time.sleep(1.5)
+    psql(leader, "INSERT INTO pitr_probe SELECT g, 'after the target' FROM generate_series(1001, 1500) g; "
+                 "UPDATE pitr_probe SET batch = 'changed after the target' WHERE id <= 10", db="orders_db")
+    archive_now(leader)
+    started = time.monotonic()
+    report = run_playbook("restore.yml", "-e", json.dumps(dict(
+        restore_type="time", restore_time=target, restore_host=name, restore_confirm=name)))
+    took = time.monotonic() - started
+    assert report["rc"] == 0
+    assert current_leader(pg_hosts).backend.name == name
+    assert psql(leader, "SELECT count(*) || ' ' || count(*) FILTER (WHERE batch = 'kept') FROM pitr_probe",
+                db="orders_db") == "1000 1000"
+    # pgBackRest's recovery settings are gone from the restored leader's postgresql.auto.conf
+    # (its clones would copy them and stop replaying at the target).
+    assert psql(leader, "SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%/postgresql.auto.conf' "
+                        "AND (name LIKE 'recovery_target%' OR name = 'restore_command')") == "0"
+    for other in pg_hosts:
+        if other is not leader:
+            wait_streaming(pg_hosts, other.backend.name, timeout=180)
+            assert psql(other, "SELECT count(*) FROM pitr_probe", db="orders_db") == "1000"
+    write = router.run("psql -XAtq -v ON_ERROR_STOP=1 -d %s -c %s", writer_dsn(),
+                       "INSERT INTO pitr_probe VALUES (2000, 'after the restore')")
+    assert write.rc == 0, write.stderr
+    assert wait_for(lambda: psql(leader, "SELECT count(*) FROM pitr_probe WHERE id = 2000", db="orders_db") == "1",
+                    timeout=10)
+    (repo,) = hosts_of("pgbackrest_repo")
+
+    def new_full_backup():
+        (stanza,) = json.loads(repo.check_output("runuser -u postgres -- pgbackrest --stanza=main --output=json info"))
+        last = [b for b in stanza["backup"] if not b.get("error")][-1]
+        return last["type"] == "full" and last["timestamp"]["start"] > time.time() - took - 60
+    assert wait_for(new_full_backup, timeout=300)
+    print(f"\nPITR under Patroni on {name} (Patroni stopped, restore, recovery, leader back, "
+          f"{len(pg_hosts) - 1} members cloned, backup started): {took:.1f} s")
 
 
 def test_site_yml_follows_the_new_leader_with_nothing_to_do(pg_hosts):
