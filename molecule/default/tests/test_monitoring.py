@@ -1,14 +1,17 @@
 """The monitoring host (sharing mol-bouncer1): Prometheus scrapes every exporter of the fleet
 over TLS with basic auth, a stopped replica raises its alerts in Alertmanager, a slow
 statement shows up in the metrics, and every dashboard query answers; the exporters listen
-on private addresses only and refuse anyone without the password."""
+on private addresses only and refuse anyone without the password. Grafana's provisioning
+files name this Prometheus and the dashboards."""
 
 import json
 import os
+import re
 import time
 import urllib.parse
 
 import pytest
+import yaml
 from conftest import changed_tasks, psql, run_playbook, secret, wait_for
 
 from fleet import hosts_of, https_get
@@ -150,6 +153,29 @@ def test_every_dashboard_query_answers(monitor):
     # except its WAL archiving panel, which the PostgreSQL hosts feed.
     assert all(name == "pgfleet-backups.json" for name, _title in empty), empty
     assert ("pgfleet-backups.json", "WAL archiving failing") not in empty
+
+
+def test_grafana_provisioning_names_this_prometheus_and_the_dashboards(monitor):
+    """Grafana is no Debian package and does not run here: what its provisioning files say is
+    used against the real Prometheus instead (URL, user, the CA file and the password the
+    named environment variable must hold), and the provider's path holds the dashboards."""
+    base = "/var/lib/pgfleet/grafana-provisioning"
+    text = monitor.file(base + "/datasources/pgfleet.yml").content_string
+    password = secret("exporters_basic_auth_password")
+    assert password not in text
+    (source,) = yaml.safe_load(text)["datasources"]
+    assert (source["type"], source["access"], source["basicAuth"], source["jsonData"]["tlsAuthWithCACert"]) == \
+        ("prometheus", "proxy", True, True)
+    assert source["secureJsonData"]["basicAuthPassword"] == "${PGFLEET_PROMETHEUS_PASSWORD}"
+    ca = re.fullmatch(r"\$__file\{(.+)\}", source["secureJsonData"]["tlsCACert"]).group(1)
+    status, body = https_get(monitor, source["url"] + "/api/v1/query?query=up", ca,
+                             f"{source['basicAuthUser']}:{password}")
+    assert status == 200 and json.loads(body)["status"] == "success", (status, body[:300])
+    assert https_get(monitor, source["url"] + "/api/v1/query?query=up", ca)[0] == 401
+    (provider,) = yaml.safe_load(monitor.file(base + "/dashboards/pgfleet.yml").content_string)["providers"]
+    assert provider["type"] == "file"
+    listed = monitor.check_output("ls %s", provider["options"]["path"]).split()
+    assert sorted(listed) == sorted(f for f in os.listdir(DASHBOARDS) if f.endswith(".json"))
 
 
 def test_the_performance_report_renders_with_real_numbers(primary, tmp_path):
