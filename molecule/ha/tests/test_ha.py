@@ -156,8 +156,8 @@ def test_leader_killed_under_load_fails_over_and_loses_no_acknowledged_commit(pg
     test_leader_killed_under_load_fails_over_and_loses_no_acknowledged_commit.outages.append(outage)
     steps = outage_steps(new.backend.name, router.backend.name, killed_at, last_before + outage)
     test_leader_killed_under_load_fails_over_and_loses_no_acknowledged_commit.steps.append(steps)
-    print("  from the kill: " + ", ".join(f"{step} " + ("not in the log" if at is None else f"+{at:.1f} s")
-                                           for step, at in steps.items()))
+    shown = [f"{step} " + ("not in the log" if at is None else f"+{at:.1f} s") for step, at in steps.items()]
+    print("  from the kill: " + ", ".join(shown))
     assert missing == [], f"acknowledged commits lost: {missing[:20]}"
     assert outage < REQUIRED_FAILOVER_S
     # The killed member, started again, rejoins as a replica by itself (pg_rewind if needed).
