@@ -74,7 +74,10 @@ def test_failover_fences_the_old_primary_promotes_the_candidate_and_repoints_the
     # Writes through PgBouncer reach the new primary with no other run.
     bouncer, points_at = bouncer_primary()
     assert points_at == "mol-pg2"
-    write = via_bouncer(bouncer, "CREATE TEMP TABLE after_failover (i int); INSERT INTO after_failover VALUES (1); "
+    # The service user may not create tables (nor TEMP ones): the owner role makes one, as a
+    # migration would, and its default privileges let the service user write to it.
+    psql(candidate, "SET ROLE profile_db_owner; CREATE TABLE after_failover (i int)", db="profile_db")
+    write = via_bouncer(bouncer, "INSERT INTO after_failover VALUES (1); "
                                  "SELECT count(*) || ' ' || pg_is_in_recovery() FROM after_failover")
     assert write.rc == 0 and write.stdout.strip() == "1 false", write.stderr
 
