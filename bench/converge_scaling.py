@@ -35,7 +35,7 @@ def inventory(size, directory):
     pg = ["bench-pg%d" % n for n in range(1, size + 1)]
     with open(os.path.join(ROOT, "inventories", "lab", "hosts.yml"), encoding="utf-8") as f:
         lab = yaml.safe_load(f)
-    hosts = {"all": {"vars": dict(lab["all"]["vars"], lab_network="pgfleet-bench", lab_subnet="10.89.78.0/24"),
+    hosts = {"all": {"vars": dict(lab["all"]["vars"], lab_network="pgfleet-bench", lab_subnet="10.89.142.0/24"),
                      "children": {
                          "postgres": {"children": {"postgres_primary": {"hosts": {pg[0]: None}},
                                                    "postgres_replicas": {"hosts": {h: None for h in pg[1:]}}}},
