@@ -59,8 +59,7 @@ test: prereqs venv image ## every test layer: lint, sanity, unit, integration, m
 	for layer in $(LAYERS); do
 	  echo "=== pgfleet: $$layer"; t=$$(date +%s)
 	  if $(MAKE) --no-print-directory $$layer; then passed=$$((passed+1)); r=passed; else failed=$$((failed+1)); failures="$$failures $$layer"; r=FAILED; fi
-	  echo "=== pgfleet: $$layer $$r in $$(( $$(date +%s) - t )) s"
-	  times="$$times  $$layer $$r in $$(( $$(date +%s) - t )) s\n"
+	  line="$$layer $$r in $$(( $$(date +%s) - t )) s"; echo "=== pgfleet: $$line"; times="$$times  $$line\n"
 	done
 	printf "pgfleet: each layer's time\n$$times"
 	[ ! -f $(LAB)/molecule-times ] || { echo "pgfleet: each scenario's time (MOLECULE_LANES side by side, then MOLECULE_SOLO)"; sed 's/^=== pgfleet: molecule /  /' $(LAB)/molecule-times; }
