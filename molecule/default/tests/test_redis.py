@@ -16,7 +16,7 @@ def redis_host():
 
 def cli(host, user, *args, tls=False):
     """redis-cli as USER (its password in the environment, not on the command line)."""
-    port = "6380 --tls --cacert /etc/redis/tls/ca.crt" if tls else "6379"
+    port = "6380 --tls --cacert /etc/ssl/redis/root.crt" if tls else "6379"
     password = secret("redis_app_password" if user == "app" else "redis_admin_password")
     return host.run(f"REDISCLI_AUTH=%s redis-cli -h 127.0.0.1 -p {port} --user %s " + " ".join(["%s"] * len(args)),
                     password, user, *args)
@@ -64,8 +64,18 @@ def test_no_password_in_the_journal(redis_host):
         assert secret(name) not in journal, f"{name} is in the journal"
 
 
-def test_tls_port_verifies_against_the_ca(redis_host):
+def test_tls_port_serves_a_certificate_from_the_fleet_ca(redis_host):
     assert cli(redis_host, "app", "PING", tls=True).stdout.strip() == "PONG"
+    # The same CA as PgBouncer's and PostgreSQL's, not one of its own (nor its key on the host).
+    bouncer = hosts_of("pgbouncer")[0]
+    assert redis_host.file("/etc/ssl/redis/root.crt").content == bouncer.file("/etc/pgbouncer/root.crt").content
+    assert redis_host.run("ls /etc/ssl/redis").stdout.split() == ["redis.crt", "redis.key", "root.crt"]
+    # A client that trusts another CA is refused the handshake.
+    stranger = redis_host.run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
+                              "-subj /CN=stranger -keyout /tmp/stranger.key -out /tmp/stranger.crt")
+    assert stranger.rc == 0, stranger.stderr
+    refused = redis_host.run("redis-cli -h 127.0.0.1 -p 6380 --tls --cacert /tmp/stranger.crt PING")
+    assert refused.rc != 0 or "PONG" not in refused.stdout, refused.stdout
 
 
 def test_secrets_are_not_world_readable(redis_host):
