@@ -112,7 +112,7 @@ molecule: prereqs venv image ## converge, idempotence, --check and verify each c
 	failed=$$(awk '$$5 == "FAILED" {print $$4}' "$$results/summary" | xargs)
 	[ -z "$$failed" ] || { echo "molecule scenarios failed: $$failed"; exit 1; }
 
-BENCHES := partition_vs_partman redis_aof_vs_off pgbench_tuned_vs_default pgbouncer_vs_direct pgbackrest_vs_pg_dump converge_scaling
+BENCHES := partition_vs_partman redis_aof_vs_off pgbench_tuned_vs_default pgbouncer_vs_direct pgbouncer_1000_clients pgbackrest_vs_pg_dump converge_scaling
 
 # Each bench prints its samples and headlines; the run ends with one table of every ratio.
 bench: prereqs venv ## side-by-side measurements that print ratios (not part of make test)
