@@ -17,7 +17,7 @@ export ANSIBLE_CONFIG    := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 0
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help prereqs venv image lab lab-destroy test lint sanity unit integration molecule bench clean
+.PHONY: help prereqs venv image images lab lab-destroy test lint sanity unit integration molecule bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -37,8 +37,17 @@ $(COLL_LINK):
 
 venv: $(VENV)/.installed $(COLL_LINK) ## the pinned Python toolchain in .venv
 
-image: prereqs ## build the lab's Debian 12 systemd image (cached)
-	@bash lab/build-image.sh
+# The lab runs LAB_RELEASE (Debian 13 unless told: make lab LAB_RELEASE=bookworm); the
+# Molecule scenarios run on both releases, so the tests build both images.
+LAB_RELEASE ?= trixie
+export PGFLEET_LAB_RELEASE := $(LAB_RELEASE)
+
+image: prereqs ## build the lab's Debian systemd image for LAB_RELEASE (cached)
+	@bash lab/build-image.sh $(LAB_RELEASE)
+
+images: prereqs ## build both lab images, Debian 12 and 13 (cached)
+	@bash lab/build-image.sh bookworm
+	bash lab/build-image.sh trixie
 
 lab: prereqs venv image ## start the lab fleet and converge it with site.yml
 	@start=$$(date +%s)
@@ -53,7 +62,7 @@ lab-destroy: ## remove the lab fleet's containers and network
 LAYERS := lint sanity unit integration molecule
 
 # Runs every layer even after one fails, then prints a tally and fails if any did.
-test: prereqs venv image ## every test layer: lint, sanity, unit, integration, molecule
+test: prereqs venv images ## every test layer: lint, sanity, unit, integration, molecule
 	@passed=0; failed=0; failures=""; start=$$(date +%s); times=""
 	rm -f $(LAB)/molecule-times
 	for layer in $(LAYERS); do
@@ -93,7 +102,7 @@ SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/m
 MOLECULE_LANES ?= default backup,redis_sentinel
 MOLECULE_SOLO ?= ha
 
-molecule: prereqs venv image ## converge, idempotence, --check and verify each container fleet
+molecule: prereqs venv images ## converge, idempotence, --check and verify each container fleet
 	@listed=$$(echo $(MOLECULE_LANES) $(MOLECULE_SOLO) | tr ', ' '\n\n' | sort | xargs)
 	[ "$$listed" = "$(SCENARIOS)" ] || { echo "MOLECULE_LANES and MOLECULE_SOLO ($$listed) must list each scenario once: $(SCENARIOS)"; exit 1; }
 	results=$$(mktemp -d /var/tmp/pgfleet-molecule.XXXXXX); trap 'rm -rf "$$results"' EXIT

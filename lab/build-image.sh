@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Builds the lab's Debian 12 systemd image with debootstrap (no registry is needed) and
-# imports it into podman. The image is a bare host: PostgreSQL and the rest are installed
+# Builds the lab's Debian systemd image with debootstrap (no registry is needed) and
+# imports it into podman. Usage: build-image.sh [trixie|bookworm] (Debian 13 or 12; default trixie). The image is a bare host: PostgreSQL and the rest are installed
 # by the roles, as on a real fleet. Rebuilt only when this recipe changes.
 set -euo pipefail
 
-image=${PGFLEET_LAB_IMAGE:-localhost/pgfleet-lab:bookworm}
-recipe=$(sha256sum "$0" | cut -c1-16)
+release=${1:-${PGFLEET_LAB_RELEASE:-trixie}}
+case "$release" in
+  bookworm|trixie) ;;
+  *) echo "pgfleet: unsupported Debian release '$release' (bookworm or trixie)" >&2; exit 2 ;;
+esac
+image=localhost/pgfleet-lab:$release
+recipe=$( (sha256sum "$0"; echo "$release") | sha256sum | cut -c1-16)
 
 if [ "$(podman image inspect --format '{{ index .Labels "pgfleet.recipe" }}' "$image" 2>/dev/null)" = "$recipe" ]; then
   exit 0
@@ -22,14 +27,14 @@ trap 'rm -rf "$rootfs"' EXIT
 echo "pgfleet: building $image from $mirror (about a minute)"
 debootstrap --variant=minbase \
   --include=python3,python3-apt,systemd,systemd-sysv,dbus,iproute2,procps,sudo,ca-certificates,gnupg,acl,locales \
-  bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+  "$release" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
   || { tail -n 20 "$rootfs.log" >&2; echo "pgfleet: debootstrap failed (log above)" >&2; exit 1; }
 rm -f "$rootfs.log"
 
 cat >"$rootfs/etc/apt/sources.list" <<SOURCES
-deb $mirror bookworm main
-deb $mirror bookworm-updates main
-deb $security bookworm-security main
+deb $mirror $release main
+deb $mirror $release-updates main
+deb $security $release-security main
 SOURCES
 # A container has no consoles or kernel modules to manage; these units only fail there.
 for unit in getty.target console-getty.service systemd-modules-load.service \

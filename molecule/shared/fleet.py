@@ -27,6 +27,15 @@ def hosts_of(group):
     return [testinfra.get_host(f"podman://{name}") for name in names]
 
 
+def pg_cluster(host):
+    """The host's PostgreSQL cluster as Debian lays it out: version (what the host's release
+    ships: 15 on Debian 12, 17 on Debian 13), data and configuration directories, unit."""
+    version, name = host.check_output("find /etc/postgresql -mindepth 2 -maxdepth 2 -type d | sort | head -n 1").split("/")[-2:]
+    return {"version": version, "data_dir": f"/var/lib/postgresql/{version}/{name}",
+            "config_dir": f"/etc/postgresql/{version}/{name}", "bin_dir": f"/usr/lib/postgresql/{version}/bin",
+            "service": f"postgresql@{version}-{name}"}
+
+
 def secret(name):
     with open(os.path.join(SECRETS, name), encoding="utf-8") as f:
         return f.read().split()[0]  # the password lookup may append " salt=..."
@@ -99,11 +108,12 @@ def assert_check_mode_clean():
     assert all(s["failures"] == 0 and s["unreachable"] == 0 for s in stats.values()), stats
 
 
-def adhoc(pattern, module, args):
-    """Run one module on PATTERN as root, the way an operator would; return {host: result}."""
+def adhoc(pattern, module, args, become_user="root"):
+    """Run one module on PATTERN as root (or BECOME_USER), the way an operator would; return {host: result}."""
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_FORCE_COLOR="0")
-    proc = subprocess.run(["ansible", "-i", INVENTORY, pattern, "-b", "-m", module, "-a", json.dumps(args)],
+    proc = subprocess.run(["ansible", "-i", INVENTORY, pattern, "-b", "--become-user", become_user,
+                           "-m", module, "-a", json.dumps(args)],
                           env=env, capture_output=True, text=True, timeout=300, check=False)
     report = json.loads(proc.stdout)
     return report["plays"][0]["tasks"][0]["hosts"]

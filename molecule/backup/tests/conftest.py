@@ -6,12 +6,17 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from fleet import assert_check_mode_clean, hosts_of, run_playbook, wait_for  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from fleet import assert_check_mode_clean, hosts_of, pg_cluster, run_playbook, wait_for  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 
 
 @pytest.fixture(scope="session")
 def primary():
     return hosts_of("postgres_primary")[0]
+
+
+@pytest.fixture(scope="session")
+def cluster(primary):
+    return pg_cluster(primary)
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ def test_check_mode_on_converged_fleet_is_clean():  # first: later tests change 
     assert_check_mode_clean()
 
 
-def test_tls_servers_only_answer_their_peers(primary, replica, repo):
+def test_tls_servers_only_answer_their_peers(primary, replica, repo, cluster):
     for host in (primary, replica, repo):
         assert ":8432 " in host.run("ss -Hltn").stdout
         conf = host.file("/etc/pgbackrest/pgbackrest.conf")
@@ -65,7 +65,7 @@ def test_tls_servers_only_answer_their_peers(primary, replica, repo):
     # replica, holding a valid fleet certificate, is refused.
     replica.run("install -m 644 /dev/null /tmp/empty.conf")
     out = replica.run("runuser -u postgres -- pgbackrest --config=/tmp/empty.conf --stanza=main --repo1-path=/tmp/probe "
-                      "--pg1-host=mol-bk-pg1 --pg1-host-type=tls --pg1-path=/var/lib/postgresql/15/main "
+                      f"--pg1-host=mol-bk-pg1 --pg1-host-type=tls --pg1-path={cluster['data_dir']} "
                       "--pg1-host-cert-file=/etc/pgbackrest/tls/pgbackrest.crt "
                       "--pg1-host-key-file=/etc/pgbackrest/tls/pgbackrest.key "
                       "--pg1-host-ca-file=/etc/pgbackrest/tls/root.crt --log-level-console=warn stanza-create")
@@ -152,7 +152,8 @@ def test_corrupted_repository_fails_the_drill_loudly(repo):
     assert run_playbook("verify_backup.yml")["rc"] == 0
 
 
-def test_primary_killed_mid_backup_leaves_repository_consistent(primary, repo):
+def test_primary_killed_mid_backup_leaves_repository_consistent(primary, repo, cluster):
+    unit = cluster["service"]
     # Enough data that the copy takes several seconds.
     sql(primary, "CREATE TABLE IF NOT EXISTS bulk AS SELECT g AS id, md5(g::text) AS pad "
                  "FROM generate_series(1, 1500000) g", db="payments_db")
@@ -165,19 +166,19 @@ def test_primary_killed_mid_backup_leaves_repository_consistent(primary, repo):
     # A container's systemd cannot see a service's cgroup empty (cgroup v1 without
     # per-unit groups), so after the kill it would wait TimeoutStopSec (1 h) for the
     # killed processes: shorten that for this test only (a runtime drop-in).
-    primary.run("mkdir -p /run/systemd/system/postgresql@15-main.service.d && printf '[Service]\\nTimeoutStopSec=5s\\n'"
-                " > /run/systemd/system/postgresql@15-main.service.d/zz-test.conf && systemctl daemon-reload")
-    primary.run("pkill -KILL -f 'postgres -D|/usr/lib/postgresql/15/bin/postgres'")
+    primary.run(f"mkdir -p /run/systemd/system/{unit}.service.d && printf '[Service]\\nTimeoutStopSec=5s\\n'"
+                f" > /run/systemd/system/{unit}.service.d/zz-test.conf && systemctl daemon-reload")
+    primary.run(f"pkill -KILL -f 'postgres -D|{cluster['bin_dir']}/postgres'")
     assert wait_for(lambda: repo.run("systemctl is-active pgfleet-backup@full.service").stdout.strip() != "activating",
                     timeout=120), "the backup did not stop after the kill"
     assert repo.run("systemctl is-failed pgfleet-backup@full.service").stdout.strip() == "failed"
     # BackupFailed fires from this at once, not when the newest good backup grows old.
     assert metric(repo, PROM + "/pgbackrest_main_run_full.prom",
                   'pgfleet_backup_last_run_success{stanza="main",type="full"}') == 0
-    assert wait_for(lambda: primary.run("systemctl is-active postgresql@15-main").stdout.strip() in ("failed", "inactive"),
-                    timeout=60), primary.run("systemctl status postgresql@15-main --no-pager").stdout
-    primary.run("rm -r /run/systemd/system/postgresql@15-main.service.d && systemctl daemon-reload")
-    assert primary.run("timeout 120 systemctl start postgresql@15-main").rc == 0
+    assert wait_for(lambda: primary.run(f"systemctl is-active {unit}").stdout.strip() in ("failed", "inactive"),
+                    timeout=60), primary.run(f"systemctl status {unit} --no-pager").stdout
+    primary.run(f"rm -r /run/systemd/system/{unit}.service.d && systemctl daemon-reload")
+    assert primary.run(f"timeout 120 systemctl start {unit}").rc == 0
     assert wait_for(lambda: primary.run("runuser -u postgres -- psql -XAtc 'SELECT 1'").rc == 0, timeout=60)
     assert {b["label"] for b in good_backups(repo)} == before  # the aborted backup is not offered
     assert backrest(repo, "--log-level-console=warn", "verify").rc == 0

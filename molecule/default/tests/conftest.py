@@ -6,7 +6,10 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from fleet import adhoc, assert_check_mode_clean, changed_tasks, converge, hosts_of, inventory_with, podman_hosts, run_playbook, secret, wait_for  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from fleet import pg_cluster, adhoc, assert_check_mode_clean, changed_tasks, converge, hosts_of, inventory_with, podman_hosts, run_playbook, secret, wait_for  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+
+# The fleet's PostgreSQL as its hosts lay it out (the version their Debian release ships).
+PG = pg_cluster(hosts_of("postgres")[0])
 
 
 def psql(host, sql, db="postgres"):

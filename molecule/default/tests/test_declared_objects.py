@@ -13,9 +13,9 @@ import json
 import os
 import tempfile
 
-from conftest import changed_tasks, converge, psql, secret
+from conftest import PG, changed_tasks, converge, psql, secret
 
-ROOT_CERT = "/etc/postgresql/15/main/root.crt"
+ROOT_CERT = f"{PG['config_dir']}/root.crt"
 
 TENANT = "tenant_id = current_setting('app.tenant_id', true)::int"
 TABLES = {

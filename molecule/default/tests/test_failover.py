@@ -6,7 +6,7 @@ inventory until the operator swaps the hosts."""
 import json
 import subprocess
 
-from conftest import inventory_with, psql, run_playbook, wait_for
+from conftest import PG, inventory_with, psql, run_playbook, wait_for
 from test_declared_objects import TABLES
 from test_pgbouncer import via_bouncer
 
@@ -30,8 +30,8 @@ def test_failover_refuses_a_candidate_that_is_not_a_replica(primary):
     report = run_playbook("failover.yml", "-e", "failover_candidate=mol-bouncer1", expect_success=False)
     assert report["rc"] != 0
     assert "failover_candidate 'mol-bouncer1' is not a host of postgres_replicas" in stdout_messages(report)
-    assert primary.service("postgresql@15-main").is_running
-    assert primary.run("systemctl is-enabled postgresql@15-main").stdout.strip() != "masked"
+    assert primary.service(PG["service"]).is_running
+    assert primary.run(f"systemctl is-enabled {PG['service']}").stdout.strip() != "masked"
     assert psql(primary, "SELECT pg_is_in_recovery()") == "f"
 
 
@@ -61,9 +61,9 @@ def test_failover_fences_the_old_primary_promotes_the_candidate_and_repoints_the
     report = run_playbook("failover.yml", "-e", "failover_candidate=mol-pg2")
     assert "mol-pg2 is the primary" in stdout_messages(report)
 
-    assert not primary.service("postgresql@15-main").is_running
-    assert primary.run("systemctl is-enabled postgresql@15-main").stdout.strip() == "masked"
-    assert primary.run("systemctl start postgresql@15-main").rc != 0, "the fenced primary could be started"
+    assert not primary.service(PG["service"]).is_running
+    assert primary.run(f"systemctl is-enabled {PG['service']}").stdout.strip() == "masked"
+    assert primary.run(f"systemctl start {PG['service']}").rc != 0, "the fenced primary could be started"
     assert psql(candidate, "SELECT pg_is_in_recovery()") == "f"
     assert psql(candidate, "SELECT answer FROM failover_marker") == "42"
     assert wait_for(lambda: psql(other, "SELECT status || ' ' || sender_host FROM pg_stat_wal_receiver")
@@ -91,7 +91,7 @@ def test_site_yml_refuses_the_inventory_from_before_the_failover(primary):
     assert "mol-pg1 is fenced" in said and "mol-pg2 runs as a primary" in said, said
     assert "pg_replica_rebuild=true" in said
     assert bouncer_primary()[1] == "mol-pg2"
-    assert primary.run("systemctl is-enabled postgresql@15-main").stdout.strip() == "masked"
+    assert primary.run(f"systemctl is-enabled {PG['service']}").stdout.strip() == "masked"
 
 
 def test_rejoin_makes_the_old_primary_a_standby_before_it_accepts_a_write(primary, replicas, tmp_path):
@@ -121,7 +121,7 @@ def test_rejoin_makes_the_old_primary_a_standby_before_it_accepts_a_write(primar
     acks = old.run("cat /tmp/acks").stdout.split()
     assert acks == [], f"the old primary acknowledged {len(acks)} writes during the rejoin"
     assert psql(old, "SELECT pg_is_in_recovery()") == "t"
-    assert old.run("systemctl is-enabled postgresql@15-main").stdout.strip() != "masked"  # the fence is lifted
+    assert old.run(f"systemctl is-enabled {PG['service']}").stdout.strip() != "masked"  # the fence is lifted
     assert wait_for(lambda: psql(old, "SELECT status || ' ' || sender_host FROM pg_stat_wal_receiver")
                     == "streaming mol-pg2", timeout=60)
     psql(new, "INSERT INTO failover_marker VALUES (44)")

@@ -12,7 +12,7 @@ import urllib.parse
 
 import pytest
 import yaml
-from conftest import changed_tasks, psql, run_playbook, secret, wait_for
+from conftest import PG, changed_tasks, psql, run_playbook, secret, wait_for
 
 from fleet import hosts_of, https_get
 
@@ -121,7 +121,7 @@ def test_a_stopped_replica_raises_its_alerts(primary, replicas, monitor):
     instance = down.backend.get_hostname() + ":9187"
     primary_instance = primary.backend.get_hostname() + ":9187"
     assert not {("PostgresDown", instance), ("PostgresReplicaCountDropped", primary_instance)} & firing(monitor)
-    down.run_expect([0], "systemctl stop postgresql@15-main")
+    down.run_expect([0], f"systemctl stop {PG['service']}")
     start = time.monotonic()
     try:
         wanted = {("PostgresDown", instance), ("PostgresReplicaCountDropped", primary_instance)}
@@ -129,7 +129,7 @@ def test_a_stopped_replica_raises_its_alerts(primary, replicas, monitor):
         print(f"\nalerts for a stopped replica in Alertmanager after {time.monotonic() - start:.1f} s "
               "(lab: 5 s scrapes and evaluations, for: 15s, group_wait 5s)")
     finally:
-        down.run_expect([0], "systemctl start postgresql@15-main")
+        down.run_expect([0], f"systemctl start {PG['service']}")
         wait_for(lambda: psql(primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
                  == str(len(replicas)), timeout=60)
     assert wait_for(lambda: not query(monitor, 'ALERTS{alertname=~"PostgresDown|PostgresReplicaCountDropped"}'),

@@ -6,7 +6,7 @@ import concurrent.futures
 import time
 
 import pytest
-from conftest import psql, secret, wait_for
+from conftest import PG, psql, secret, wait_for
 
 from fleet import hosts_of, https_get
 
@@ -127,7 +127,7 @@ def test_read_only_pools_spread_over_the_replicas(bouncer, replicas):
 
 def test_read_only_pools_survive_a_replica_going_down(bouncer, primary, replicas):
     down = replicas[0]
-    down.run_expect([0], "systemctl stop postgresql@15-main")
+    down.run_expect([0], f"systemctl stop {PG['service']}")
     try:
         # HAProxy marks it down after two failed checks a second apart.
         assert wait_for(lambda: haproxy_status(bouncer)[down.backend.get_hostname()] == "DOWN", timeout=10)
@@ -136,7 +136,7 @@ def test_read_only_pools_survive_a_replica_going_down(bouncer, primary, replicas
             seen |= replica_addresses(bouncer)
         assert len(seen) == 1, seen
     finally:
-        down.run_expect([0], "systemctl start postgresql@15-main")
+        down.run_expect([0], f"systemctl start {PG['service']}")
         wait_for(lambda: psql(primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
                  == str(len(replicas)), timeout=60)
 

@@ -2,12 +2,12 @@
 
 import uuid
 
-from conftest import podman_hosts, psql, wait_for
+from conftest import PG, podman_hosts, psql, wait_for
 
 # The per-host checks below run on the PostgreSQL hosts only (the fleet has Redis too).
 testinfra_hosts = podman_hosts("postgres")
 
-SERVICE = "postgresql@15-main"
+SERVICE = PG["service"]
 
 
 def test_postgresql_runs_under_systemd(host):
@@ -29,7 +29,7 @@ def test_listens_only_on_localhost_and_private_address(host):
 
 
 def test_data_directory_is_private_to_postgres(host):
-    d = host.file("/var/lib/postgresql/15/main")
+    d = host.file(PG["data_dir"])
     assert d.user == "postgres"
     assert d.mode == 0o700
 

@@ -4,12 +4,12 @@ from the host, slow-query visibility, audit, session timeouts, pre-checks."""
 import json
 import re
 
-from conftest import converge, hosts_of, podman_hosts, psql, secret
+from conftest import PG, converge, hosts_of, podman_hosts, psql, secret
 
 testinfra_hosts = podman_hosts("postgres")
 
-LOG = "/var/log/postgresql/postgresql-15-main.log"
-ROOT_CERT = "/etc/postgresql/15/main/root.crt"
+LOG = f"/var/log/postgresql/postgresql-{PG['version']}-main.log"
+ROOT_CERT = f"{PG['config_dir']}/root.crt"
 
 
 def network_psql(client, server, sslmode, sql="SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"):
@@ -35,7 +35,7 @@ def test_tls_settings_and_hba_have_no_plain_host_lines(host):
     assert psql(host, "SHOW ssl") == "on" and psql(host, "SHOW ssl_min_protocol_version") == "TLSv1.2"
     rules = psql(host, "SELECT DISTINCT type || ':' || auth_method FROM pg_hba_file_rules").splitlines()
     assert set(rules) <= {"local:peer", "hostssl:scram-sha-256"}, rules
-    assert host.file("/etc/postgresql/15/main/server.key").mode == 0o600
+    assert host.file(f"{PG['config_dir']}/server.key").mode == 0o600
 
 
 def test_tuning_follows_the_host(host):
@@ -77,7 +77,7 @@ def last_play(report):
 
 
 def test_bad_parameter_name_fails_before_any_host_changes(primary):
-    conf = "/etc/postgresql/15/main/conf.d/00-pgfleet.conf"
+    conf = f"{PG['config_dir']}/conf.d/00-pgfleet.conf"
     before = primary.file(conf).content_string
     for extra, word in (({"shared_bufers": "1GB"}, "shared_bufers"), ({"shared_buffers": "100TB"}, "100TB")):
         report = converge("-e", json.dumps({"pg_parameters": extra}), expect_success=False)
@@ -128,7 +128,7 @@ def test_no_password_in_statistics_and_only_scram_secrets_stored(primary):
     assert psql(primary, "SHOW pg_stat_statements.track_utility") == "on"
     # No statement with a password literal (pgfleet's own read of pg_authid.rolpassword is fine).
     assert psql(primary, "SELECT count(*) FROM pg_stat_statements WHERE query ~* 'password\\s*'''") == "0"
-    texts = primary.check_output("cat /var/lib/postgresql/15/main/pg_stat_tmp/pgss_query_texts.stat | tr -d '\\0'")
+    texts = primary.check_output(f"cat {PG['data_dir']}/pg_stat_tmp/pgss_query_texts.stat | tr -d '\\0'")
     log = primary.file(LOG).content_string
     for name, value in secrets.items():
         assert value not in texts and value not in log, f"the password of {name} is readable"

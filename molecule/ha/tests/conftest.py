@@ -9,10 +9,13 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from fleet import assert_check_mode_clean, hosts_of, run_playbook, secret, wait_for  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from fleet import pg_cluster, assert_check_mode_clean, hosts_of, run_playbook, secret, wait_for  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+
+# The fleet's PostgreSQL as its hosts lay it out (the version their Debian release ships).
+PG = pg_cluster(hosts_of("postgres")[0])
 
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "probe.py")
-PATRONI_CONFIG = "/etc/patroni/15-main.yml"
+PATRONI_CONFIG = f"/etc/patroni/{PG['version']}-main.yml"
 NETWORK = "pgfleet-mol-ha"
 
 

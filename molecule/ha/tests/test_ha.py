@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import (NETWORK, Probe, assert_check_mode_clean, hosts_of, leader_name, members, podman, psql,
+from conftest import (PG, NETWORK, Probe, assert_check_mode_clean, hosts_of, leader_name, members, podman, psql,
                       run_playbook, secret, wait_for)
 
 KILLS = 3
@@ -94,7 +94,7 @@ def test_etcd_and_rest_api_require_tls(pg_hosts):
     # A write endpoint without the REST API password is refused.
     refused = host.run(f"python3 -c \"import urllib.request, ssl; urllib.request.urlopen(urllib.request.Request("
                        f"'https://{name}:8008/restart', method='POST', data=b'{{}}'), timeout=5, "
-                       f"context=ssl.create_default_context(cafile='/etc/postgresql/15/main/root.crt'))\"")
+                       f"context=ssl.create_default_context(cafile='{PG['config_dir']}/root.crt'))\"")
     assert refused.rc != 0 and "401" in refused.stderr, refused.stderr
 
 
@@ -135,7 +135,7 @@ def outage_steps(new, router, killed_at, first_write):
     """Where the seconds of a failover go, in seconds from the kill: the new leader takes the
     lock (the old one's lapses ttl after its last renewal), PostgreSQL is promoted, HAProxy
     marks it up, the first commit through PgBouncer. None where the log has no such line."""
-    unit = "patroni@15-main"
+    unit = f"patroni@{PG['version']}-main"
     found = {"lock": journal_first(new, unit, killed_at, "acquiring session lock"),
              "promoted": journal_first(new, unit, killed_at, "database system is ready to accept connections"),
              "haproxy up": journal_first(router, "haproxy", killed_at, f"postgres_primary/{new} is UP"),

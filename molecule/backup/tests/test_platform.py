@@ -1,0 +1,91 @@
+"""Debian 13 with PostgreSQL 17 (this scenario's platform; `default` and `ha` run Debian 12
+with 15): the release's own PostgreSQL, every metric the alert rules read exported by this
+release's exporters, the security audit clean, the performance report, and the partition and
+row-level-security modules against PostgreSQL 17."""
+
+import json
+import os
+import re
+import time
+
+from conftest import sql
+from fleet import PLAYBOOKS, adhoc, https_get, run_playbook, secret
+
+RULES = os.path.join(PLAYBOOKS, "..", "roles", "monitoring", "templates", "pgfleet-alerts.yml.j2")
+CA = "/etc/prometheus/tls/root.crt"
+
+
+def metric_names(host, port):
+    name = host.backend.get_hostname()
+    status, body = https_get(host, f"https://{name}:{port}/metrics", CA,
+                             "prometheus:" + secret("exporters_basic_auth_password"))
+    assert status == 200, body[:300]
+    return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in body.splitlines() if line and not line.startswith("#")}
+
+
+def test_hosts_run_debian_13_and_its_postgresql(primary, replica, repo, cluster):
+    for host in (primary, replica, repo):
+        assert host.file("/etc/debian_version").content_string.startswith("13.")
+    assert cluster["version"] == "17"
+    assert sql(primary, "SHOW server_version_num").startswith("17")
+    assert sql(replica, "SELECT pg_is_in_recovery()") == "t"
+
+
+def test_every_metric_the_alert_rules_read_is_exported(primary, replica, repo):
+    with open(RULES, encoding="utf-8") as f:
+        read = set(re.findall(r"\b((?:pg|pgfleet|pgbackrest|node)_[a-z0-9_]+)", f.read()))
+    # Metrics of hosts this scenario does not have (PgBouncer, Redis), or that exist only
+    # after an event (an authentication failure, a drill's RTO is there after the drill).
+    read -= {"pg_stat_statements"}
+    exported = set()
+    for host in (primary, replica, repo):
+        exported |= metric_names(host, 9100)
+    for host in (primary, replica):
+        exported |= metric_names(host, 9187)
+    # The auth-failure counter is written by its timer once a minute; the drill's metrics by the drill.
+    read -= {"pgfleet_auth_failures_total", "pgfleet_restore_drill_success", "pgfleet_restore_drill_rto_seconds",
+             "pgfleet_restore_drill_last_success_timestamp_seconds"}
+    assert read, "no metric found in the alert rules"
+    assert sorted(read - exported) == [], "alert rules read metrics this release's exporters do not export"
+
+
+def test_security_audit_finds_nothing_critical():
+    report = run_playbook("security_audit.yml")
+    findings = {host: result["ansible_facts"]["pg_audit_findings"] for play in report["plays"]
+                for task in play["tasks"] if task["task"]["name"] == "Collect the findings"
+                for host, result in task["hosts"].items()}
+    assert set(findings) == {"mol-bk-pg1", "mol-bk-pg2"}
+    for host, rows in findings.items():
+        assert len(rows) >= 17
+        assert [r for r in rows if r[1] == "critical" and r[3]] == [], (host, rows)
+    assert all(s["changed"] == 0 for s in report["stats"].values()), json.dumps(report["stats"])
+
+
+def test_performance_report_renders(primary, tmp_path):
+    sql(primary, "SELECT pg_sleep(0.1)", db="payments_db")
+    run_playbook("performance_report.yml", "-e", f"report_dest={tmp_path}")
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    text = (tmp_path / "mol-bk-pg1" / f"payments_db-{stamp}.md").read_text(encoding="utf-8")
+    assert text.startswith("# Performance report: payments_db on mol-bk-pg1")
+    for title in ("Top statements by total time", "Index usage", "Table bloat (estimate)"):
+        assert f"\n## {title}\n" in text, title
+    assert "pg_sleep" in text
+
+
+def test_partition_and_rls_modules_on_postgresql_17(primary):
+    sql(primary, "CREATE TABLE IF NOT EXISTS p17_events (id bigserial, tenant int, created_at timestamptz NOT NULL) "
+                 "PARTITION BY RANGE (created_at)")
+    part = {"login_db": "postgres", "table": "p17_events", "interval": "month", "premake": 2, "default_partition": True,
+            "login_unix_socket": "/var/run/postgresql"}
+    first = adhoc("mol-bk-pg1", "pgfleet.core.pg_partition", part, "postgres")["mol-bk-pg1"]
+    assert first.get("changed") and not first.get("failed"), first
+    again = adhoc("mol-bk-pg1", "pgfleet.core.pg_partition", part, "postgres")["mol-bk-pg1"]
+    assert again.get("changed") is False and not again.get("failed"), again
+    count = sql(primary, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'p17_events'::regclass")
+    assert int(count) >= 4  # this month, the one before it is not made, two ahead, the default
+    rls = {"login_db": "postgres", "table": "p17_events", "rls": "enabled", "login_unix_socket": "/var/run/postgresql",
+           "policies": [{"name": "tenant_rows", "using": "tenant = current_setting('app.tenant', true)::int"}]}
+    first = adhoc("mol-bk-pg1", "pgfleet.core.pg_rls_policy", rls, "postgres")["mol-bk-pg1"]
+    assert first.get("changed") and not first.get("failed"), first
+    assert adhoc("mol-bk-pg1", "pgfleet.core.pg_rls_policy", rls, "postgres")["mol-bk-pg1"].get("changed") is False
+    assert sql(primary, "SELECT relrowsecurity FROM pg_class WHERE oid = 'p17_events'::regclass") == "t"
