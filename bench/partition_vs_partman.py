@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""pg_partition beside pg_partman 4.7 (Debian's postgresql-15-partman), in one run.
+"""pg_partition beside pg_partman (Debian's postgresql-<version>-partman: 4.7 on Debian 12), in one run.
 
 Same server, same table shape, same data; the two tools alternate round by round:
   setup        create 36 monthly partitions back from now, plus 4 ahead, plus DEFAULT

@@ -22,8 +22,12 @@ command -v apt-get >/dev/null || die "apt-get not found: the lab needs a Debian 
 # for their test.
 # Debian's postgresql package would create and start a 'main' cluster; the tests start
 # their own, so switch that off first.
+# The controller's own Debian release decides the PostgreSQL major version (its postgresql
+# metapackage names it), as on the managed hosts.
+pgv=$(apt-cache depends postgresql 2>/dev/null | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -n1)
+[ -n "$pgv" ] || die "apt cannot find Debian's postgresql package (run apt-get update?)"
 packages=(podman runc debootstrap netavark aardvark-dns iptables gpg python3-venv
-          postgresql-common postgresql-15 postgresql-client-15 postgresql-15-partman python3-psycopg2
+          postgresql-common "postgresql-$pgv" "postgresql-client-$pgv" "postgresql-$pgv-partman" python3-psycopg2
           pgbackrest redis-server redis-tools pgbouncer python3-prometheus-client python3-yaml python3-bcrypt
           prometheus prometheus-postgres-exporter prometheus-node-exporter openssl acl git make shellcheck)
 missing=()

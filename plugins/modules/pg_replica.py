@@ -114,7 +114,7 @@ options:
     type: path
   service:
     description:
-      - systemd unit that runs this cluster (Debian - C(postgresql@15-main)); it is
+      - systemd unit that runs this cluster (Debian - C(postgresql@<version>-main), 17 on Debian 13); it is
         stopped and started with systemctl. Without it the module uses C(pg_ctl) on
         I(data_dir).
     type: str
@@ -154,8 +154,8 @@ author: pgfleet developers (@pgfleet)
 EXAMPLES = r"""
 - name: Stream from the primary over TLS, through a slot of its own
   pgfleet.core.pg_replica:
-    data_dir: /var/lib/postgresql/15/main
-    service: postgresql@15-main
+    data_dir: "{{ pg_data_dir }}"
+    service: "{{ pg_service }}"
     primary_host: pg1.internal
     replication_password: "{{ vault_pg_replication_password }}"
     slot: pg2
@@ -165,8 +165,8 @@ EXAMPLES = r"""
 
 - name: A cross-region replica restored from the backup repository
   pgfleet.core.pg_replica:
-    data_dir: /var/lib/postgresql/15/main
-    service: postgresql@15-main
+    data_dir: "{{ pg_data_dir }}"
+    service: "{{ pg_service }}"
     primary_host: pg1.internal
     method: pgbackrest
     pgbackrest_stanza: main
@@ -175,7 +175,7 @@ EXAMPLES = r"""
 
 - name: Promote it
   pgfleet.core.pg_replica:
-    data_dir: /var/lib/postgresql/15/main
+    data_dir: "{{ pg_data_dir }}"
     state: promoted
   become: true
 """

@@ -73,7 +73,8 @@ def test_performance_report_renders(primary, tmp_path):
 
 
 def test_partition_and_rls_modules_on_postgresql_17(primary):
-    sql(primary, "CREATE TABLE IF NOT EXISTS p17_events (id bigserial, tenant int, created_at timestamptz NOT NULL) "
+    sql(primary, "DROP TABLE IF EXISTS p17_events CASCADE")
+    sql(primary, "CREATE TABLE p17_events (id bigserial, tenant int, created_at timestamptz NOT NULL) "
                  "PARTITION BY RANGE (created_at)")
     part = {"login_db": "postgres", "table": "p17_events", "interval": "month", "premake": 2, "default_partition": True,
             "login_unix_socket": "/var/run/postgresql"}
