@@ -44,6 +44,7 @@ description:
     C(<table>_p<lower bound>) (integer; C(pm<n>) for a negative bound), C(<table>_default).'
 extends_documentation_fragment:
   - pgfleet.core.postgres
+  - pgfleet.core.attributes
 options:
   table:
     description: The partitioned (parent) table, unqualified.

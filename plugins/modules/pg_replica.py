@@ -27,6 +27,8 @@ description:
     C(primary_conninfo) names that file, so the password is in no configuration file,
     command line or environment.
   - C(state=promoted) promotes the standby with C(pg_promote) and waits for it.
+extends_documentation_fragment:
+  - pgfleet.core.attributes
 options:
   state:
     description: C(present) for a streaming standby; C(promoted) to promote it to a primary.

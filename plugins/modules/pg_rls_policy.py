@@ -26,6 +26,7 @@ description:
     and a later run would look for a policy that was stored under another name).
 extends_documentation_fragment:
   - pgfleet.core.postgres
+  - pgfleet.core.attributes
 options:
   table:
     description: The table, unqualified.

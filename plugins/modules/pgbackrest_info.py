@@ -14,6 +14,7 @@ description:
     type per repository with its age, and the WAL archive range. Changes nothing.
 extends_documentation_fragment:
   - pgfleet.core.pgbackrest
+  - pgfleet.core.attributes.info
 author: pgfleet developers (@pgfleet)
 """
 

@@ -34,6 +34,7 @@ description:
     the repository keep the owner pgBackRest expects.
 extends_documentation_fragment:
   - pgfleet.core.pgbackrest
+  - pgfleet.core.attributes
 options:
   state:
     description:

@@ -25,6 +25,7 @@ description:
     is never made only in memory.
 extends_documentation_fragment:
   - pgfleet.core.redis
+  - pgfleet.core.attributes
 options:
   save:
     description:
