@@ -44,7 +44,7 @@ def render(cluster, s3, work, path):
         pgbackrest_compress_level=3, pgbackrest_process_max=2, pgbackrest_archive_timeout=30,
         pgbackrest_archive_async=True, pgbackrest_spool_path=os.path.join(work, "spool"),
         pgbackrest_tls_listen_address="127.0.0.1", pgbackrest_pg_path=cluster.datadir,
-        pgbackrest_pg_port=cluster.port)
+        pgbackrest_pg_port=cluster.port, pgbackrest_pg_socket_path="/var/run/postgresql")
     path = os.path.join(work, "pgbackrest.conf")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(fd, "w") as f:
