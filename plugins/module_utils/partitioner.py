@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The partition engine behind pg_partition and the host-side daily maintenance.
 
-No Ansible import: the module calls it with its params and fail_json, and the
+No Ansible import (errors raise ModuleFailure): the module calls it with its params, and the
 pgfleet-partition-maintenance runner (role postgresql_partitions) with the same
 params read from a file, so both run exactly this code.
 """
@@ -13,6 +13,7 @@ import re
 import time
 
 from ansible_collections.pgfleet.core.plugins.module_utils import partitions as P
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import ModuleFailure
 from ansible_collections.pgfleet.core.plugins.module_utils.postgres import (
     check_identifiers, identifier_error, psycopg2, qualified, sql,
 )
@@ -49,16 +50,15 @@ class Plan:
 
 
 class Partitioner:
-    """FAIL(msg, queries) reports an error and does not return."""
+    """Errors raise ModuleFailure with the queries run so far."""
 
-    def __init__(self, params, session, fail):
+    def __init__(self, params, session):
         self.p = params
         self.session = session
-        self._fail = fail
         self.finalized_during_run = []
 
     def fail(self, msg):
-        self._fail(msg, self.session.queries)
+        raise ModuleFailure(msg, queries=self.session.queries)
 
     # ---- reading the table -------------------------------------------------------
     def read_parent(self):
@@ -139,8 +139,7 @@ class Partitioner:
 
     def validate(self):
         p = self.p
-        check_identifiers(self.fail, [("schema", p["schema"]), ("table", p["table"]),
-                                      ("archive_schema", p["archive_schema"])])
+        check_identifiers([("schema", p["schema"]), ("table", p["table"]), ("archive_schema", p["archive_schema"])])
         if p["interval"] == "integer":
             if not p["step"] or p["step"] <= 0:
                 self.fail("interval=integer needs a positive step, got step=%r" % p["step"])

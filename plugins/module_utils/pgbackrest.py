@@ -12,6 +12,7 @@ import json
 import re
 import time
 
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import ModuleFailure
 from ansible_collections.pgfleet.core.plugins.module_utils.os_user import OsUser
 
 # A stanza name is a directory name in the repository and a section of the config file.
@@ -215,11 +216,13 @@ def stanza_error(option, value):
             "digit; at most 64 characters)" % (option, value))
 
 
-class PgBackRestError(Exception):
+class PgBackRestError(ModuleFailure):
+    """A pgBackRest error, explained; modules re-raise it with what they were doing (result)."""
+
     def __init__(self, argv, rc, stderr):
         self.argv, self.rc = argv, rc
         self.code, self.kind, self.message, self.remedy = explain_error(stderr)
-        super().__init__(self.message)
+        super().__init__(self.message, rc=rc, error_code=self.code)
 
     @classmethod
     def found(cls, code, message):
@@ -227,7 +230,7 @@ class PgBackRestError(Exception):
         return cls(None, None, "ERROR: [%03d]: %s" % (code, message))
 
     def result(self, what):
-        """fail_json arguments: WHAT failed, pgBackRest's message, and the remedy when known."""
+        """ModuleFailure arguments: WHAT failed, pgBackRest's message, and the remedy when known."""
         out = dict(msg="%s: %s" % (what, self.message), rc=self.rc, error_code=self.code)
         if self.kind:
             out.update(error_kind=self.kind, remedy=self.remedy, msg=out["msg"] + "\nRemedy: " + self.remedy)
@@ -246,15 +249,15 @@ class PgBackRest:
 
     @classmethod
     def for_module(cls, module):
-        """From backrest_argument_spec() options; bad values end the module with fail_json."""
+        """From backrest_argument_spec() options; a bad value raises ModuleFailure naming it."""
         p = module.params
         why = stanza_error("stanza", p["stanza"])
         if why:
-            module.fail_json(msg=why)
+            raise ModuleFailure(why)
         try:
             return cls(module.run_command, OsUser(p["os_user"]), p["executable"], p["config"], p["options"])
         except ValueError as e:
-            module.fail_json(msg=str(e))
+            raise ModuleFailure(str(e)) from None
 
     def describe(self, argv):
         """The command line as an operator would type it, options from the environment first."""

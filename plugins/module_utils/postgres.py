@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import traceback
 
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import ModuleFailure
+
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names
 
 try:
     import psycopg2
     from psycopg2 import sql
     PSYCOPG2_IMPORT_ERROR = None
-except ImportError:  # pragma: no cover - reported by fail_json below
+except ImportError:  # pragma: no cover - reported by Session
     psycopg2 = sql = None
     PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
 
@@ -60,27 +62,28 @@ def identifier_error(option, value):
     return None
 
 
-def check_identifiers(fail, named):
-    """FAIL(msg) on the first bad name of NAMED, an iterable of (option, value)."""
+def check_identifiers(named):
+    """Raise ModuleFailure naming the first bad name of NAMED, an iterable of (option, value)."""
     for option, value in named:
         why = identifier_error(option, value)
         if why:
-            fail(why)
+            raise ModuleFailure(why)
 
 
 class Session:
     """A psycopg2 connection whose statements are recorded for the module's result.
 
-    PARAMS are the postgres_argument_spec options; FAIL(msg) reports an error and does
-    not return. No Ansible import here: the host-side partition runner uses it too.
+    PARAMS are the postgres_argument_spec options; errors raise ModuleFailure. No Ansible
+    import here: the host-side partition runner uses it too.
     """
 
-    def __init__(self, params, fail, application_name):
+    def __init__(self, params, application_name):
         if PSYCOPG2_IMPORT_ERROR:
-            fail("psycopg2 is required on this host (Debian package python3-psycopg2)")
+            raise ModuleFailure("psycopg2 is required on this host (Debian package python3-psycopg2)",
+                                exception=PSYCOPG2_IMPORT_ERROR)
         self.queries = []
         p = params
-        check_identifiers(fail, [("login_db", p["login_db"]), ("login_user", p["login_user"])])
+        check_identifiers([("login_db", p["login_db"]), ("login_user", p["login_user"])])
         kwargs = dict(
             dbname=p["login_db"], user=p["login_user"], port=p["login_port"],
             sslmode=p["ssl_mode"], connect_timeout=p["connect_timeout"],
@@ -97,7 +100,7 @@ class Session:
             self.conn = psycopg2.connect(**kwargs)
         except psycopg2.Error as e:
             # libpq's message names the host and the reason, never the password.
-            fail("cannot connect to database %r as %r: %s" % (p["login_db"], p["login_user"], str(e).strip()))
+            raise ModuleFailure("cannot connect to database %r as %r: %s" % (p["login_db"], p["login_user"], str(e).strip()))
         self.conn.autocommit = False
         with self.conn.cursor() as cur:
             # Deterministic text for bounds and expressions read back from the catalog.
@@ -105,11 +108,7 @@ class Session:
 
     @classmethod
     def for_module(cls, module):
-        if PSYCOPG2_IMPORT_ERROR:
-            from ansible.module_utils.basic import missing_required_lib
-            module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
-        return cls(module.params, lambda msg: module.fail_json(msg=msg),
-                   "pgfleet.core.%s" % module._name.split(".")[-1])
+        return cls(module.params, "pgfleet.core.%s" % module._name.split(".")[-1])
 
     def execute(self, query, params=None, record=True):
         """Run one statement; record it when it is part of what the module changes.

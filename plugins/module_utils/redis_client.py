@@ -8,10 +8,12 @@ from __future__ import annotations
 import time
 import traceback
 
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import ModuleFailure
+
 try:
     import redis
     REDIS_IMPORT_ERROR = None
-except ImportError:  # pragma: no cover - reported by fail_json
+except ImportError:  # pragma: no cover - reported by RedisSession
     redis = None
     REDIS_IMPORT_ERROR = traceback.format_exc()
 
@@ -38,8 +40,8 @@ class RedisSession:
     def __init__(self, module):
         if REDIS_IMPORT_ERROR:
             from ansible.module_utils.basic import missing_required_lib
-            module.fail_json(msg=missing_required_lib("redis (Debian package python3-redis)"),
-                             exception=REDIS_IMPORT_ERROR)
+            raise ModuleFailure(missing_required_lib("redis (Debian package python3-redis)"),
+                                exception=REDIS_IMPORT_ERROR)
         self.module = module
         self.errors = redis.exceptions
         self.commands = []
@@ -58,10 +60,10 @@ class RedisSession:
             self.client.ping()
         except redis.RedisError as e:
             # redis-py's message names the host and the reason, never the password.
-            module.fail_json(msg="cannot connect to Redis at %s as %r: %s" % (self.where, p["login_user"] or "default", e))
+            raise ModuleFailure("cannot connect to Redis at %s as %r: %s" % (self.where, p["login_user"] or "default", e)) from None
 
     def fail(self, msg, **kw):
-        self.module.fail_json(msg=msg, commands=self.commands, **kw)
+        raise ModuleFailure(msg, commands=self.commands, **kw)
 
     @staticmethod
     def describe(args):

@@ -205,13 +205,10 @@ def main():
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     state = {}
 
-    def fail(msg, queries):
-        module.fail_json(msg=msg, queries=queries)
-
     def body():
         session = state["session"] = Session.for_module(module)
         try:
-            result = Partitioner(module.params, session, fail).run(module.check_mode)
+            result = Partitioner(module.params, session).run(module.check_mode)
         finally:
             session.close()
         for warning in result.pop("warnings"):

@@ -235,7 +235,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.pgfleet.core.plugins.module_utils.guard import run_guarded
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import ModuleFailure, run_guarded
 from ansible_collections.pgfleet.core.plugins.module_utils.os_user import OsUser
 from ansible_collections.pgfleet.core.plugins.module_utils.pgbackrest import stanza_error
 from ansible_collections.pgfleet.core.plugins.module_utils.postgres import check_identifiers
@@ -272,10 +272,6 @@ FROM (SELECT 1) one LEFT JOIN pg_stat_wal_receiver r ON true
 """
 
 
-class Refused(Exception):
-    pass
-
-
 class Replica:
     def __init__(self, module, os_user):
         self.module = module
@@ -287,7 +283,7 @@ class Replica:
 
     # --- helpers -------------------------------------------------------------------
     def fail(self, msg, **kw):
-        self.module.fail_json(msg=msg, commands=self.commands, queries=self.queries, **kw)
+        raise ModuleFailure(msg, commands=self.commands, queries=self.queries, **kw)
 
     def run(self, argv, env=None, record=True, check_rc=True, as_owner=True):
         """Run ARGV as the data directory's owner (or as this module's user: systemctl)."""
@@ -319,8 +315,8 @@ class Replica:
                 return psycopg2.connect(**kw)
         except psycopg2.Error as e:
             # libpq's message names the host and the reason, never the password.
-            raise Refused("cannot open a replication connection to %s:%s as %r: %s"
-                          % (host, port, self.p["replication_user"], str(e).strip()))
+            raise ModuleFailure("cannot open a replication connection to %s:%s as %r: %s"
+                                % (host, port, self.p["replication_user"], str(e).strip()))
 
     def passfile(self):
         return self.p["passfile"] or os.path.join(self.os_user.home, ".pgpass")
@@ -358,21 +354,21 @@ class Replica:
                 cur.execute("READ_REPLICATION_SLOT %s" % self.p["slot"])  # name checked by SLOT_RE
                 slot_type = cur.fetchone()[0]
                 if slot_type not in (None, "physical"):
-                    raise Refused("slot %r on %s:%s is a %s slot, not a physical one" % (self.p["slot"], host, port, slot_type))
+                    raise ModuleFailure("slot %r on %s:%s is a %s slot, not a physical one" % (self.p["slot"], host, port, slot_type))
                 slot_exists = slot_type == "physical"
         finally:
             conn.close()
         if self.p["upstream_host"]:
             primary = self.primary_identity()
             if primary != sysid:
-                raise Refused("upstream %s:%s has system identifier %s but primary %s:%s has %s: it is not a replica of it"
-                              % (host, port, sysid, self.p["primary_host"], self.p["primary_port"], primary))
+                raise ModuleFailure("upstream %s:%s has system identifier %s but primary %s:%s has %s: it is not a replica of it"
+                                    % (host, port, sysid, self.p["primary_host"], self.p["primary_port"], primary))
         elif source_is_standby:
-            raise Refused("primary_host %s:%s is a standby, not a primary; name the primary, or set upstream_host "
-                          "for a cascading replica" % (host, port))
+            raise ModuleFailure("primary_host %s:%s is a standby, not a primary; name the primary, or set upstream_host "
+                                "for a cascading replica" % (host, port))
         if self.p["slot"] and not slot_exists and not self.p["create_slot"]:
-            raise Refused("slot %r does not exist on %s:%s and create_slot is false; nothing was changed"
-                          % (self.p["slot"], host, port))
+            raise ModuleFailure("slot %r does not exist on %s:%s and create_slot is false; nothing was changed"
+                                % (self.p["slot"], host, port))
         return dict(system_identifier=sysid, major=major, slot_exists=slot_exists, timeline=int(source_tli))
 
     def replication_command(self, host, port, command):
@@ -492,7 +488,7 @@ class Replica:
         why = self.refusal(local, source)
         if why:
             if not self.p["rebuild"]:
-                raise Refused(why + ". Nothing was changed; set rebuild=true to replace it with a copy of the source.")
+                raise ModuleFailure(why + ". Nothing was changed; set rebuild=true to replace it with a copy of the source.")
             return "rebuilt"
         if not local["running"]:
             return "started"
@@ -679,8 +675,8 @@ class Replica:
         local = self.inspect_local()
         if local["kind"] == "cluster" and local["major"] != source["major"]:
             if not self.p["rebuild"]:
-                raise Refused("%s holds PostgreSQL %s, the source runs %s. Nothing was changed; set rebuild=true to "
-                              "replace it." % (self.data_dir, local["major"], source["major"]))
+                raise ModuleFailure("%s holds PostgreSQL %s, the source runs %s. Nothing was changed; set rebuild=true to "
+                                    "replace it." % (self.data_dir, local["major"], source["major"]))
         action = self.plan(local, source)
         passfile_updated = self.write_passfile()
         self.apply(action, local, source)
@@ -696,7 +692,7 @@ class Replica:
     def promoted(self):
         local = self.inspect_local()
         if local["kind"] != "cluster" or not local["running"]:
-            raise Refused("%s is not a running PostgreSQL cluster; start it before promoting it" % self.data_dir)
+            raise ModuleFailure("%s is not a running PostgreSQL cluster; start it before promoting it" % self.data_dir)
         action = "promoted" if local["in_recovery"] else "none"
         if action == "promoted":
             conn = self.local_connection()
@@ -787,32 +783,29 @@ def main():
 
 def apply(module, state):
     if PSYCOPG2_IMPORT_ERROR:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
+        raise ModuleFailure(missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
     p = module.params
     # The role name goes into primary_conninfo and the password file: a NUL would cut it.
-    check_identifiers(lambda msg: module.fail_json(msg=msg), [("replication_user", p["replication_user"])])
+    check_identifiers([("replication_user", p["replication_user"])])
     why = stanza_error("pgbackrest_stanza", p["pgbackrest_stanza"]) if p["pgbackrest_stanza"] is not None else None
     if why:
-        module.fail_json(msg=why)
+        raise ModuleFailure(why)
     if p["slot"] is not None and not SLOT_RE.match(p["slot"]):
-        module.fail_json(msg="slot: %r is not a valid replication slot name (lower-case letters, digits and "
-                             "underscores, at most 63)" % p["slot"])
+        raise ModuleFailure("slot: %r is not a valid replication slot name (lower-case letters, digits and "
+                            "underscores, at most 63)" % p["slot"])
     if p["application_name"] is None:
         p["application_name"] = re.sub(r"[^A-Za-z0-9_.@-]", "_", socket.gethostname().split(".")[0])[:63]
     if not APP_NAME_RE.match(p["application_name"]):
-        module.fail_json(msg="application_name: %r may hold only letters, digits and _ . @ - (at most 63)"
-                         % p["application_name"])
+        raise ModuleFailure("application_name: %r may hold only letters, digits and _ . @ - (at most 63)"
+                            % p["application_name"])
     for key in ("primary_port", "upstream_port", "port"):
         if not 0 < p[key] < 65536:
-            module.fail_json(msg="%s: %r is not a TCP port" % (key, p[key]))
+            raise ModuleFailure("%s: %r is not a TCP port" % (key, p[key]))
     try:
         replica = state["replica"] = Replica(module, OsUser(p["os_user"]))
     except ValueError as e:
-        module.fail_json(msg=str(e))
-    try:
-        result, before, after = replica.promoted() if p["state"] == "promoted" else replica.present()
-    except Refused as e:
-        replica.fail(str(e))
+        raise ModuleFailure(str(e))
+    result, before, after = replica.promoted() if p["state"] == "promoted" else replica.present()
     result.update(commands=replica.commands, queries=replica.queries)
     if module._diff:
         result["diff"] = dict(before=before, after=after if result["changed"] else before)

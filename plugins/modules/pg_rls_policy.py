@@ -122,7 +122,7 @@ policies:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgfleet.core.plugins.module_utils.guard import run_guarded
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import ModuleFailure, run_guarded
 from ansible_collections.pgfleet.core.plugins.module_utils.postgres import (
     Session, check_identifiers, postgres_argument_spec, psycopg2, qualified, sql,
 )
@@ -192,7 +192,7 @@ def normalise(session, module, target, oid, pol):
         stored = read_policies(session, oid, exclude=None)[PROBE]
     except psycopg2.Error as e:
         session.rollback()
-        module.fail_json(msg="policy %r is not valid on %s.%s: %s" % (
+        raise ModuleFailure("policy %r is not valid on %s.%s: %s" % (
             pol["name"], module.params["schema"], module.params["table"], str(e).strip()), queries=[])
     session.fetch("ROLLBACK TO SAVEPOINT pgfleet_probe")
     stored["name"] = pol["name"]
@@ -207,29 +207,29 @@ def validate(module):
     for i, pol in enumerate(p["policies"]):
         named.append(("policies[%d].name" % i, pol["name"]))
         named.extend(("policies[%d].roles" % i, role) for role in pol["roles"] or [])
-    check_identifiers(lambda msg: module.fail_json(msg=msg), named)
+    check_identifiers(named)
     names = set()
     for pol in module.params["policies"]:
         if pol["name"] in names:
-            module.fail_json(msg="policy %r is declared twice" % pol["name"])
+            raise ModuleFailure("policy %r is declared twice" % pol["name"])
         names.add(pol["name"])
         if pol["name"] == PROBE:
-            module.fail_json(msg="policy name %r is reserved by this module" % PROBE)
+            raise ModuleFailure("policy name %r is reserved by this module" % PROBE)
         if pol["state"] == "absent":
             continue
         if pol["using"] is None and pol["with_check"] is None:
-            module.fail_json(msg="policy %r needs using or with_check" % pol["name"])
+            raise ModuleFailure("policy %r needs using or with_check" % pol["name"])
         if pol["command"] == "INSERT" and pol["using"] is not None:
-            module.fail_json(msg="policy %r: an INSERT policy takes only with_check, not using" % pol["name"])
+            raise ModuleFailure("policy %r: an INSERT policy takes only with_check, not using" % pol["name"])
         if pol["command"] in ("SELECT", "DELETE") and pol["with_check"] is not None:
-            module.fail_json(msg="policy %r: a %s policy takes only using, not with_check" % (pol["name"], pol["command"]))
+            raise ModuleFailure("policy %r: a %s policy takes only using, not with_check" % (pol["name"], pol["command"]))
         for key in ("using", "with_check"):
             if pol[key] is not None:
                 why = expression_error(pol[key])
                 if why:
-                    module.fail_json(msg="policy %r: %s %r is refused: %s" % (pol["name"], key, pol[key], why))
+                    raise ModuleFailure("policy %r: %s %r is refused: %s" % (pol["name"], key, pol[key], why))
         if not pol["roles"]:
-            module.fail_json(msg="policy %r: roles must name at least one role (or public)" % pol["name"])
+            raise ModuleFailure("policy %r: roles must name at least one role (or public)" % pol["name"])
 
 
 def plan(session, module, target, oid, current):
@@ -279,10 +279,10 @@ def apply(module, state):
     try:
         table = read_table(session, p["schema"], p["table"])
         if table is None:
-            module.fail_json(msg="table %s.%s does not exist in database %r" % (p["schema"], p["table"], p["login_db"]))
+            raise ModuleFailure("table %s.%s does not exist in database %r" % (p["schema"], p["table"], p["login_db"]))
         oid, enabled, forced, relkind = table
         if relkind not in ("r", "p"):
-            module.fail_json(msg="%s.%s is not a table (relkind %r)" % (p["schema"], p["table"], relkind))
+            raise ModuleFailure("%s.%s is not a table (relkind %r)" % (p["schema"], p["table"], relkind))
         target = qualified(p["schema"], p["table"])
         before_policies = read_policies(session, oid)
         before = dict(rls=rls_state(enabled, forced), policies=by_name(before_policies))
@@ -312,7 +312,7 @@ def apply(module, state):
             session.commit()
     except psycopg2.Error as e:
         session.rollback()
-        module.fail_json(msg="%s.%s: %s" % (p["schema"], p["table"], str(e).strip()), queries=session.queries)
+        raise ModuleFailure("%s.%s: %s" % (p["schema"], p["table"], str(e).strip()), queries=session.queries)
     finally:
         session.close()
 

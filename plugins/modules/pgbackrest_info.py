@@ -69,7 +69,7 @@ info:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgfleet.core.plugins.module_utils.guard import run_guarded
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import ModuleFailure, run_guarded
 from ansible_collections.pgfleet.core.plugins.module_utils.pgbackrest import (
     PgBackRest, PgBackRestError, backrest_argument_spec, summarize_info,
 )
@@ -85,7 +85,7 @@ def report(module):
     try:
         info = summarize_info(backrest.info(module.params["stanza"]))
     except PgBackRestError as e:
-        module.fail_json(**e.result("pgbackrest info failed for stanza %r" % module.params["stanza"]))
+        raise ModuleFailure(**e.result("pgbackrest info failed for stanza %r" % module.params["stanza"])) from None
     module.exit_json(changed=False, info=info)
 
 

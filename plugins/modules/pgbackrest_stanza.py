@@ -128,7 +128,7 @@ except ImportError:  # the archive check then falls back to `pgbackrest check`
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgfleet.core.plugins.module_utils.guard import run_guarded
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import ModuleFailure, run_guarded
 from ansible_collections.pgfleet.core.plugins.module_utils.pgbackrest import (
     PgBackRest, PgBackRestError, backrest_argument_spec, status_error_code, summarize_info,
 )
@@ -302,8 +302,8 @@ class Stanza:
 
     def upgraded(self, before):
         if not before["exists"]:
-            self.module.fail_json(msg="stanza %r does not exist in the repository; create it with state=present"
-                                  % self.stanza, commands=self.backrest.commands, info=before)
+            raise ModuleFailure("stanza %r does not exist in the repository; create it with state=present"
+                                % self.stanza, commands=self.backrest.commands, info=before)
         self.inspect_repository(before)
         self.command("stanza-upgrade")
         if self.module.check_mode:
@@ -334,8 +334,8 @@ class Stanza:
 
     def absent(self, before):
         if not self.module.params["force"]:
-            self.module.fail_json(
-                msg="refusing to delete stanza %r and every backup in it without force=true; nothing was changed"
+            raise ModuleFailure(
+                "refusing to delete stanza %r and every backup in it without force=true; nothing was changed"
                 % self.stanza, commands=[], info=before)
         if not before["exists"]:
             return False
@@ -374,7 +374,7 @@ def apply(module, state):
         result = e.result("pgbackrest %s failed for stanza %r" % (p["state"], p["stanza"]))
         if before is not None:
             result["info"] = before
-        module.fail_json(commands=backrest.commands, **result)
+        raise ModuleFailure(commands=backrest.commands, **result) from None
     if changed is None:
         changed = diff_view(before)["db"] != diff_view(after)["db"]
     result = dict(changed=changed, commands=backrest.commands, info=after)

@@ -116,7 +116,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgfleet.core.plugins.module_utils.guard import run_guarded
+from ansible_collections.pgfleet.core.plugins.module_utils.guard import ModuleFailure, run_guarded
 from ansible_collections.pgfleet.core.plugins.module_utils.redis_client import RedisSession, redis_argument_spec
 
 # Option name -> Redis parameter, in the order changes are applied: the directory first
@@ -162,18 +162,18 @@ def wanted_values(module):
             try:
                 value = save_points(value)
             except ValueError as e:
-                module.fail_json(msg="save: %r is not '<seconds> <changes>' with seconds > 0" % str(e))
+                raise ModuleFailure("save: %r is not '<seconds> <changes>' with seconds > 0" % str(e))
         elif option == "auto_aof_rewrite_min_size":
             try:
                 value = str(redis_size(value))
             except ValueError:
-                module.fail_json(msg="auto_aof_rewrite_min_size: %r is not a size such as 64mb" % value)
+                raise ModuleFailure("auto_aof_rewrite_min_size: %r is not a size such as 64mb" % value)
         elif option == "auto_aof_rewrite_percentage" and value < 0:
-            module.fail_json(msg="auto_aof_rewrite_percentage: %r must be 0 or more" % value)
+            raise ModuleFailure("auto_aof_rewrite_percentage: %r must be 0 or more" % value)
         elif option == "dir":
             value = os.path.normpath(value)
         elif option == "dbfilename" and ("/" in value or not value):
-            module.fail_json(msg="dbfilename: %r must be a file name without a directory" % value)
+            raise ModuleFailure("dbfilename: %r must be a file name without a directory" % value)
         out[name] = str(value)
     return out
 

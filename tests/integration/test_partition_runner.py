@@ -12,11 +12,19 @@ import subprocess
 import tempfile
 
 import pytest
+import yaml
 
 from pgcluster import PgCluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROLE = os.path.join(ROOT, "roles", "postgresql_partitions")
+
+
+def engine_files():
+    """The module_utils files tasks/timer.yml installs beside the runner."""
+    with open(os.path.join(ROLE, "tasks", "timer.yml")) as f:
+        tasks = yaml.safe_load(f)
+    return next(t["loop"] for t in tasks if "module_utils/{{ item }}" in str(t.get("ansible.builtin.copy", {}).get("src")))
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +33,7 @@ def lib_dir():
     os.chmod(lib, 0o755)
     utils = os.path.join(lib, "ansible_collections", "pgfleet", "core", "plugins", "module_utils")
     os.makedirs(utils)
-    for name in ("partitions.py", "partitioner.py", "postgres.py"):  # as tasks/timer.yml copies them
+    for name in engine_files():
         shutil.copy(os.path.join(ROOT, "plugins", "module_utils", name), utils)
     shutil.copy(os.path.join(ROLE, "files", "pgfleet-partition-maintenance"), lib)
     for d, _subdirs, files in os.walk(lib):
