@@ -17,7 +17,7 @@ export ANSIBLE_CONFIG    := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 0
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help prereqs venv image images lab lab-destroy test lint sanity unit integration molecule bench clean
+.PHONY: help prereqs venv image images k8s-image lab lab-destroy test lint sanity unit integration molecule bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ image: prereqs ## build the lab's Debian systemd image for LAB_RELEASE (cached)
 images: prereqs ## build both lab images, Debian 12 and 13 (cached)
 	@bash lab/build-image.sh bookworm
 	bash lab/build-image.sh trixie
+
+k8s-image: prereqs ## build k8s_postgres's PostgreSQL image with podman (cached)
+	@bash lab/k8s/build-image.sh
 
 lab: prereqs venv image ## start the lab fleet and converge it with site.yml
 	@start=$$(date +%s)

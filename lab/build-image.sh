@@ -10,7 +10,7 @@ case "$release" in
   *) echo "pgfleet: unsupported Debian release '$release' (bookworm or trixie)" >&2; exit 2 ;;
 esac
 image=localhost/pgfleet-lab:$release
-recipe=$( (sha256sum "$0"; echo "$release") | sha256sum | cut -c1-16)
+recipe=$( (cat "$0"; echo "$release") | sha256sum | cut -c1-16)  # the content, not the path it was called by
 
 if [ "$(podman image inspect --format '{{ index .Labels "pgfleet.recipe" }}' "$image" 2>/dev/null)" = "$recipe" ]; then
   exit 0
