@@ -93,6 +93,12 @@ def test_containers_are_pinned_bounded_probed_and_unprivileged(rendered):
         assert context["readOnlyRootFilesystem"] is True, name
     for container in spec["containers"]:
         assert "readinessProbe" in container and "livenessProbe" in container, container["name"]
+    for container in spec["containers"] + spec["initContainers"]:
+        # A mount inside another (read-only) volume cannot be made: the runtime would have
+        # to create its mount point there (podman kube play of the pod showed it).
+        paths = [m["mountPath"].rstrip("/") + "/" for m in container["volumeMounts"]]
+        nested = [(a, b) for a in paths for b in paths if a != b and b.startswith(a)]
+        assert nested == [], f"{container['name']}: nested mounts {nested}"
     (postgres,) = [c for c in spec["containers"] if c["name"] == "postgres"]
     startup = postgres["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] <= 300, "the service must be up within 5 minutes"
@@ -123,6 +129,8 @@ def test_storage_claim_volume_and_config(rendered):
     # pgfleet.core.pg_tune for the 2Gi limit (a quarter in shared_buffers), as on a 2 GB host.
     assert "shared_buffers = '512MB'" in conf and "max_parallel_workers = 2" in conf, conf
     assert "ssl = on" in conf and "password_encryption = 'scram-sha-256'" in conf and "pgaudit" in conf
+    # Every pod address once ('localhost,*' binds 127.0.0.1 twice and logs an error).
+    assert "listen_addresses = '*'" in conf.splitlines(), conf
     lines = [line.split() for line in hba.splitlines() if line and not line.startswith("#")]
     assert all(line[0] in ("local", "hostssl") and line[-1] in ("peer", "scram-sha-256") for line in lines), hba
 
