@@ -16,31 +16,37 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAYBOOK = os.path.join(ROOT, "playbooks", "k8s_deploy.yml")
+RESTORE_PLAYBOOK = os.path.join(ROOT, "playbooks", "k8s_restore.yml")
 KUBERNETES = ["1.34.0", "1.37.0"]  # the oldest and newest releases kubernetes-validate 1.37 knows well
 SECRETS = {"k8s_postgres_superuser_password": "su-Pa55-never-in-a-configmap",
            "k8s_postgres_password": "app-Pa55-never-in-a-configmap",
-           "k8s_postgres_tls_key": "-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----\n"}
+           "k8s_postgres_tls_key": "-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----\n",
+           "k8s_postgres_backup_s3_key": "AKIAS3KEYNEVERINACONFIGMAP",
+           "k8s_postgres_backup_s3_key_secret": "s3-secret-never-in-a-configmap",
+           "k8s_postgres_backup_cipher_pass": "cipher-never-in-a-configmap",
+           "k8s_postgres_backup_tls_key": "-----BEGIN PRIVATE KEY-----\nnot-the-backup-key\n-----END PRIVATE KEY-----\n"}
 INPUTS = dict(SECRETS,
               k8s_postgres_tls_cert="-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n",
               k8s_postgres_tls_ca="-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n",
               k8s_postgres_client_namespaces=["shop"], k8s_postgres_client_cidrs=["10.20.0.0/16"],
               k8s_postgres_storage_class="fast-ssd", k8s_postgres_memory="2Gi", k8s_postgres_cpu="1500m",
-              k8s_postgres_pv={"name": "pgfleet-data-0", "nfs": {"server": "nfs.example.internal", "path": "/export/pg"}})
+              k8s_postgres_pv={"name": "pgfleet-data-0", "nfs": {"server": "nfs.example.internal", "path": "/export/pg"}},
+              k8s_postgres_backup_s3_bucket="pgfleet-backups",
+              k8s_postgres_backup_tls_cert="-----BEGIN CERTIFICATE-----\nbackup\n-----END CERTIFICATE-----\n")
 
 
-def render(tmp_path, **extra):
+def render(tmp_path, playbook=PLAYBOOK, **extra):
     out = tmp_path / "manifests"
     variables = tmp_path / "vars.json"
     variables.write_text(json.dumps(dict(INPUTS, k8s_postgres_render_dir=str(out), **extra)))
-    proc = subprocess.run(["ansible-playbook", "-i", "localhost,", PLAYBOOK, "-e", "@" + str(variables)],
+    proc = subprocess.run(["ansible-playbook", "-i", "localhost,", playbook, "-e", "@" + str(variables)],
                           env=dict(os.environ, ANSIBLE_FORCE_COLOR="0"), capture_output=True, text=True,
                           timeout=300, check=False)
     return proc, out
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
-    proc, out = render(tmp_path_factory.mktemp("k8s"), k8s_postgres_render_secrets=True)
+def rendered_objects(tmp_path, playbook=PLAYBOOK, **extra):
+    proc, out = render(tmp_path, playbook, k8s_postgres_render_secrets=True, **extra)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for secret in SECRETS.values():
         assert secret not in proc.stdout + proc.stderr, "a secret reached ansible-playbook's output"
@@ -52,6 +58,17 @@ def rendered(tmp_path_factory):
     return out, objects
 
 
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    return rendered_objects(tmp_path_factory.mktemp("k8s"))
+
+
+@pytest.fixture(scope="module")
+def restore_rendered(tmp_path_factory):
+    return rendered_objects(tmp_path_factory.mktemp("k8s-restore"), RESTORE_PLAYBOOK,
+                            k8s_postgres_restore_target="2026-12-06 10:00:00+00")
+
+
 def by_kind(objects, kind):
     return [o for o in objects.values() if o["kind"] == kind]
 
@@ -59,13 +76,14 @@ def by_kind(objects, kind):
 def test_every_object_is_rendered(rendered):
     objects = rendered[1]
     kinds = sorted(o["kind"] for o in objects.values())
-    assert kinds == sorted(["Namespace", "Secret", "Secret", "ConfigMap", "PersistentVolume", "StatefulSet",
-                            "Service", "Service", "PodDisruptionBudget", "NetworkPolicy"]), kinds
+    assert kinds == sorted(["Namespace", "Secret", "Secret", "Secret", "ConfigMap", "PersistentVolume", "StatefulSet",
+                            "Service", "Service", "PodDisruptionBudget", "NetworkPolicy", "CronJob"]), kinds
 
 
 @pytest.mark.parametrize("version", KUBERNETES)
-def test_every_object_matches_the_kubernetes_schema(rendered, version):
-    objects = rendered[1]
+def test_every_object_matches_the_kubernetes_schema(rendered, restore_rendered, version):
+    objects = dict(rendered[1], **restore_rendered[1])
+    assert {"persistentvolumeclaim-postgres-restore.yml", "job-postgres-restore.yml"} <= set(objects)
     for name, obj in objects.items():
         try:
             kubernetes_validate.validate(obj, version, strict=True)
@@ -78,12 +96,29 @@ def pod_spec(objects):
     return statefulset["spec"]["template"]["spec"]
 
 
-def test_containers_are_pinned_bounded_probed_and_unprivileged(rendered):
+def job_pod_specs(objects):
+    """The backup CronJob's and the restore Job's pod specs."""
+    (cronjob,) = by_kind(objects, "CronJob")
+    (job,) = by_kind(objects, "Job")
+    return [cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"], job["spec"]["template"]["spec"]]
+
+
+def test_containers_are_pinned_bounded_probed_and_unprivileged(rendered, restore_rendered):
     objects = rendered[1]
     spec = pod_spec(objects)
-    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
-    assert spec["automountServiceAccountToken"] is False
-    for container in spec["containers"] + spec["initContainers"]:
+    for each in [spec] + job_pod_specs(dict(objects, **restore_rendered[1])):
+        assert each["securityContext"]["runAsNonRoot"] is True and each["securityContext"]["runAsUser"] != 0
+        assert each["automountServiceAccountToken"] is False
+        assert_containers_are_pinned_bounded_and_unprivileged(each["containers"] + each.get("initContainers", []))
+    for container in spec["containers"]:
+        assert "readinessProbe" in container and "livenessProbe" in container, container["name"]
+    (postgres,) = [c for c in spec["containers"] if c["name"] == "postgres"]
+    startup = postgres["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] <= 300, "the service must be up within 5 minutes"
+
+
+def assert_containers_are_pinned_bounded_and_unprivileged(containers):
+    for container in containers:
         name, image = container["name"], container["image"]
         assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), f"{name}: image {image} is not pinned"
         limits, requests = container["resources"]["limits"], container["resources"]["requests"]
@@ -91,17 +126,11 @@ def test_containers_are_pinned_bounded_probed_and_unprivileged(rendered):
         context = container["securityContext"]
         assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"] == ["ALL"], name
         assert context["readOnlyRootFilesystem"] is True, name
-    for container in spec["containers"]:
-        assert "readinessProbe" in container and "livenessProbe" in container, container["name"]
-    for container in spec["containers"] + spec["initContainers"]:
         # A mount inside another (read-only) volume cannot be made: the runtime would have
         # to create its mount point there (podman kube play of the pod showed it).
         paths = [m["mountPath"].rstrip("/") + "/" for m in container["volumeMounts"]]
         nested = [(a, b) for a in paths for b in paths if a != b and b.startswith(a)]
         assert nested == [], f"{container['name']}: nested mounts {nested}"
-    (postgres,) = [c for c in spec["containers"] if c["name"] == "postgres"]
-    startup = postgres["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] <= 300, "the service must be up within 5 minutes"
 
 
 def test_no_secret_outside_a_secret_and_secret_files_are_private(rendered):
@@ -113,7 +142,7 @@ def test_no_secret_outside_a_secret_and_secret_files_are_private(rendered):
             continue
         text = open(path).read()
         for secret in SECRETS.values():
-            assert secret.splitlines()[0 if "KEY" not in secret else 1] not in text, f"{name} holds a secret"
+            assert secret.splitlines()[1 if "PRIVATE KEY" in secret else 0] not in text, f"{name} holds a secret"
 
 
 def test_storage_claim_volume_and_config(rendered):
@@ -138,7 +167,7 @@ def test_storage_claim_volume_and_config(rendered):
 def test_network_policy_admits_only_the_declared_clients(rendered):
     objects = rendered[1]
     (policy,) = by_kind(objects, "NetworkPolicy")
-    (clients, monitoring) = policy["spec"]["ingress"]
+    clients, monitoring = policy["spec"]["ingress"][:2]
     assert clients["ports"] == [{"protocol": "TCP", "port": 5432}]
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}} in clients["from"]
     assert {"ipBlock": {"cidr": "10.20.0.0/16"}} in clients["from"]
@@ -161,5 +190,55 @@ def test_secrets_are_not_written_unless_asked(tmp_path):
 ])
 def test_bad_input_is_named_and_nothing_is_written(tmp_path, bad, named):
     proc, out = render(tmp_path, **bad)
+    assert proc.returncode != 0 and named in proc.stdout, proc.stdout[-3000:]
+    assert not out.exists()
+
+
+def test_backups_one_at_a_time_through_tls_with_secrets_from_the_environment(rendered, restore_rendered):
+    objects = rendered[1]
+    (cronjob,) = by_kind(objects, "CronJob")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid" and cronjob["spec"]["timeZone"] == "Etc/UTC"
+    job_labels = cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    for service in by_kind(objects, "Service"):  # a backup pod is never a database endpoint
+        assert not set(service["spec"]["selector"].items()) <= set(job_labels.items()), service["metadata"]["name"]
+    (config,) = by_kind(objects, "ConfigMap")
+    pg_side, backup_side = config["data"]["pgbackrest-pg.conf"], config["data"]["pgbackrest-backup.conf"]
+    assert "repo1-cipher-type=aes-256-cbc" in pg_side and "repo1-retention-full=2" in backup_side
+    assert "tls-server-auth=postgres-backup=main" in pg_side
+    assert "pg1-host=postgres-0.postgres-headless.pgfleet.svc" in backup_side and "pg1-host-type=tls" in backup_side
+    conf = config["data"]["postgresql.conf"]
+    assert "archive_mode = 'on'" in conf and "archive_command = 'pgbackrest --stanza=main archive-push %p'" in conf, conf
+    spec = pod_spec(objects)
+    (server,) = [c for c in spec["containers"] if c["name"] == "pgbackrest"]
+    assert server["resources"]["limits"] == {"cpu": "500m", "memory": "512Mi"}, "a backup takes its own CPU"
+    for each in [c for c in spec["containers"] if c["name"] == "postgres"] + [
+            s["containers"][0] for s in job_pod_specs(dict(objects, **restore_rendered[1]))]:
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in each["env"] if "valueFrom" in e}
+        assert refs == {"PGBACKREST_REPO1_S3_KEY": "postgres-backup", "PGBACKREST_REPO1_S3_KEY_SECRET": "postgres-backup",
+                        "PGBACKREST_REPO1_CIPHER_PASS": "postgres-backup"}, each["name"]
+    (policy,) = by_kind(objects, "NetworkPolicy")
+    (backup_in,) = [rule for rule in policy["spec"]["ingress"] if rule["ports"] == [{"protocol": "TCP", "port": 8432}]]
+    assert backup_in["from"] == [{"podSelector": {"matchLabels": job_labels}}]
+
+
+def test_restore_goes_into_a_new_claim_to_the_time_asked(restore_rendered):
+    objects = restore_rendered[1]
+    (claim,) = by_kind(objects, "PersistentVolumeClaim")
+    (job,) = by_kind(objects, "Job")
+    spec = job["spec"]["template"]["spec"]
+    (data,) = [v for v in spec["volumes"] if v["name"] == "data"]
+    assert data["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"] == "postgres-restore"
+    script = spec["containers"][0]["args"][0]
+    assert "--type=time --target='2026-12-06 10:00:00+00' --target-action=promote" in script, script
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"k8s_postgres_backup_cipher_pass": ""}, "k8s_postgres_backup_cipher_pass is not set"),
+    ({"k8s_postgres_backup_schedule": "daily"}, "backup_schedule daily"),
+    ({"k8s_postgres_backup_s3_bucket": "Backups_Bucket"}, "backup_s3_bucket Backups_Bucket"),
+    ({"k8s_postgres_restore_target": "yesterday"}, "restore_target yesterday"),
+])
+def test_bad_backup_input_is_named_and_nothing_is_written(tmp_path, bad, named):
+    proc, out = render(tmp_path, RESTORE_PLAYBOOK, **bad)
     assert proc.returncode != 0 and named in proc.stdout, proc.stdout[-3000:]
     assert not out.exists()
