@@ -12,7 +12,7 @@ command -v apt-get >/dev/null || die "apt-get not found: the lab needs a Debian 
 [ "${VERSION_CODENAME:-}" = bookworm ] || echo "pgfleet: warning: tested on Debian 12 (bookworm), this is ${PRETTY_NAME:-unknown}" >&2
 
 # Host packages: podman + runc for the fleet (netavark needs iptables for its bridge
-# networks), debootstrap for the image, PostgreSQL 15
+# networks; kube play builds its pods' pause image with catatonit), debootstrap for the image, PostgreSQL 15
 # for the integration tests' throwaway clusters (pg_partman for the partition benchmark);
 # ansible-test sanity runs the shellcheck package; python3-psycopg2 runs the host-side
 # partition runner in its test as on a database host; redis-server for the
@@ -26,7 +26,7 @@ command -v apt-get >/dev/null || die "apt-get not found: the lab needs a Debian 
 # metapackage names it), as on the managed hosts.
 pgv=$(apt-cache depends postgresql 2>/dev/null | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -n1)
 [ -n "$pgv" ] || die "apt cannot find Debian's postgresql package (run apt-get update?)"
-packages=(podman runc debootstrap netavark aardvark-dns iptables gpg python3-venv
+packages=(podman runc catatonit debootstrap netavark aardvark-dns iptables gpg python3-venv
           postgresql-common "postgresql-$pgv" "postgresql-client-$pgv" "postgresql-$pgv-partman" python3-psycopg2
           pgbackrest redis-server redis-tools pgbouncer python3-prometheus-client python3-yaml python3-bcrypt
           prometheus prometheus-postgres-exporter prometheus-node-exporter openssl acl git make shellcheck)

@@ -102,9 +102,10 @@ class TlsProxy:
     does not do that, so the test puts a well-behaved TLS terminator in front of it.
     """
 
-    def __init__(self, target_port: int, certfile: str, keyfile: str):
+    def __init__(self, target_port: int, certfile: str, keyfile: str, listen: str = "127.0.0.1", port: int = 0):
         import ssl
-        self.port = free_port()
+        self.listen = listen
+        self.port = port or free_port()
         self.target_port = target_port
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(certfile, keyfile)
@@ -135,7 +136,7 @@ class TlsProxy:
     def _serve(self, started):
         asyncio.set_event_loop(self.loop)
         server = self.loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.context))
+            asyncio.start_server(self._handle, self.listen, self.port, ssl=self.context))
         started.set()
         self.loop.run_forever()
         server.close()
@@ -148,7 +149,8 @@ class TlsProxy:
 class MotoS3:
     """moto's S3 server on loopback behind TLS (the stand-in for an off-site S3 bucket)."""
 
-    def __init__(self, tls: dict, bucket="pgfleet-backups"):
+    def __init__(self, tls: dict, bucket="pgfleet-backups", listen="127.0.0.1", port=0):
+        """LISTEN and PORT: where its TLS side listens (a podman bridge's gateway for pods)."""
         self.http_port = free_port()
         self.bucket = bucket
         self.tls = tls
@@ -165,12 +167,19 @@ class MotoS3:
                     self.proc.kill()
                     raise RuntimeError("moto_server did not start")
                 time.sleep(0.2)
-        self.proxy = TlsProxy(self.http_port, tls["server.crt"], tls["server.key"])
+        self.proxy = TlsProxy(self.http_port, tls["server.crt"], tls["server.key"], listen, port)
         self.port = self.proxy.port
         import boto3
-        boto3.client("s3", endpoint_url=f"https://localhost:{self.port}", region_name="us-east-1",
-                     aws_access_key_id="testing", aws_secret_access_key="testing",
-                     verify=tls["ca.crt"]).create_bucket(Bucket=bucket)
+        host = "localhost" if listen == "127.0.0.1" else listen
+        self.client = boto3.client("s3", endpoint_url=f"https://{host}:{self.port}", region_name="us-east-1",
+                                   aws_access_key_id="testing", aws_secret_access_key="testing",
+                                   verify=tls["ca.crt"])
+        self.client.create_bucket(Bucket=bucket)
+
+    def keys(self, prefix: str) -> list:
+        """The object keys under PREFIX."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
     def repo_options(self) -> dict:
         return dict(endpoint="localhost", port=self.port, bucket=self.bucket, ca_file=self.tls["ca.crt"])

@@ -1,0 +1,224 @@
+"""k8s_postgres's rendered objects run for real with `podman kube play` (kubeplay.py says what
+podman 4.3 needs changed): the image `make k8s-image` builds, the StatefulSet's pod on a new
+volume, the backup CronJob's pod backing up through the TLS server to S3 (moto behind TLS on
+the pods' bridge), the pod deleted and played again on its volume, and the restore Job's pod
+restoring into a fresh volume from which a second database pod starts with every row.
+No Kubernetes API server runs here: scheduling, Services, NetworkPolicy and the claim's
+binding are not exercised (test_k8s_manifests.py validates those objects offline)."""
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import psycopg2
+import pytest
+
+from kubeplay import KubePlay, podman
+from pgcluster import free_port
+from services import MotoS3, make_tls
+from test_k8s_manifests import rendered_objects
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NETWORK, SUBNET, GATEWAY = "pgfleet-k8s-test", "10.89.207.0/24", "10.89.207.1"
+POD_HOST = "postgres-0.postgres-headless.pgfleet.svc"
+SERVICE_HOST = "postgres.pgfleet.svc"
+S3_HOST = "s3.storage.svc.cluster.local"  # an in-cluster S3 (MinIO or the like): path-style
+ROWS = 20000
+
+
+def openssl(directory, *argv):
+    subprocess.run(["openssl", *argv], cwd=directory, check=True, capture_output=True)
+
+
+def client_cert(directory, cn):
+    """A client certificate for CN signed by make_tls's CA."""
+    openssl(directory, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={cn}",
+            "-keyout", "client.key", "-out", "client.csr")
+    openssl(directory, "x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-out", "client.crt")
+    return os.path.join(directory, "client.crt"), os.path.join(directory, "client.key")
+
+
+def read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """The rendered objects, a bridge of their own, moto's S3 on its gateway; the database pod played."""
+    if subprocess.run(["bash", os.path.join(ROOT, "lab", "k8s", "build-image.sh")], check=False).returncode != 0:
+        pytest.fail("make k8s-image failed")
+    base = tmp_path_factory.mktemp("kubeplay")
+    os.chmod(base, 0o755)
+    tls_dir = base / "tls"
+    tls_dir.mkdir()
+    tls = make_tls(str(tls_dir), hosts=(SERVICE_HOST, POD_HOST, S3_HOST, GATEWAY))
+    cert, key = client_cert(str(tls_dir), "postgres-backup")
+    for side in ("deploy", "restore"):
+        (base / side).mkdir()
+    s3_port = free_port()
+    inputs = dict(k8s_postgres_superuser_password="su-kube-play-Pa55", k8s_postgres_password="app-kube-play-Pa55",
+                  k8s_postgres_tls_cert=read(tls["server.crt"]), k8s_postgres_tls_key=read(tls["server.key"]),
+                  k8s_postgres_tls_ca=read(tls["ca.crt"]), k8s_postgres_memory="512Mi", k8s_postgres_cpu="1",
+                  k8s_postgres_backup_s3_bucket="pgfleet-k8s", k8s_postgres_backup_s3_endpoint=S3_HOST,
+                  k8s_postgres_backup_s3_port=s3_port, k8s_postgres_backup_s3_uri_style="path",
+                  k8s_postgres_backup_s3_ca=read(tls["ca.crt"]), k8s_postgres_backup_s3_key="testing",
+                  k8s_postgres_backup_s3_key_secret="testing", k8s_postgres_backup_cipher_pass="kube-play-cipher",
+                  k8s_postgres_backup_tls_cert=read(cert), k8s_postgres_backup_tls_key=read(key),
+                  k8s_postgres_pv={}, k8s_postgres_client_namespaces=[], k8s_postgres_client_cidrs=["10.89.0.0/16"])
+    objects = list(rendered_objects(base / "deploy", **inputs)[1].values())
+    objects += [o for o in rendered_objects(base / "restore", os.path.join(ROOT, "playbooks", "k8s_restore.yml"),
+                                            **inputs)[1].values() if o["kind"] == "Job"]
+    podman("network", "rm", "--force", NETWORK, check=False)
+    podman("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, NETWORK)
+    play = KubePlay(objects, str(base), NETWORK)
+    s3 = None
+    try:
+        started = time.time()
+        play.play("postgres-0", play.kind("StatefulSet")["spec"]["template"], {"data": "data-postgres-0"},
+                  {S3_HOST: GATEWAY}, restart="OnFailure")
+        ip = play.ip("postgres-0")
+        # The bridge's gateway exists once a pod is on it; archive_command retries until then.
+        s3 = MotoS3(tls, bucket="pgfleet-k8s", listen=GATEWAY, port=s3_port)
+        yield {"play": play, "ip": ip, "tls": tls, "s3": s3, "started": started,
+               "hosts": {POD_HOST: ip, S3_HOST: GATEWAY}}
+    finally:
+        play.destroy()
+        if s3:
+            s3.stop()
+        podman("network", "rm", "--force", NETWORK, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def connect(fleet, ip=None, user="app", password="app-kube-play-Pa55", sslmode="verify-full", timeout=300):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return psycopg2.connect(host=SERVICE_HOST, hostaddr=ip or fleet["ip"], port=5432, dbname="app", user=user,
+                                    password=password, sslmode=sslmode, sslrootcert=fleet["tls"]["ca.crt"],
+                                    connect_timeout=3)
+        except psycopg2.OperationalError:
+            if time.time() > deadline:
+                raise
+            time.sleep(1)
+
+
+def query(conn, sql, *args):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall() if cur.description else None
+
+
+def psql(play, sql, pod="postgres-0"):
+    return podman("exec", f"{pod}-postgres", "psql", "-XAtq", "-d", "app", "-c", sql).stdout.strip()
+
+
+def fingerprint(conn):
+    return query(conn, "SELECT count(*), sum(id), md5(string_agg(body, ',' ORDER BY id)) FROM orders")[0]
+
+
+def test_database_accepts_tls_within_5_minutes_and_nothing_else(fleet):
+    conn = connect(fleet)
+    waited = time.time() - fleet["started"]
+    print(f"kube play to the first TLS connection: {waited:.1f} s")
+    assert waited < 300
+    conn.autocommit = True
+    assert query(conn, "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0] is True
+    assert query(conn, "SHOW server_version_num")[0][0].startswith(fleet["play"].kind("StatefulSet")["spec"]["template"]
+                                                                   ["spec"]["containers"][0]["image"].rsplit(":", 1)[1])
+    query(conn, "CREATE TABLE orders (id bigint PRIMARY KEY, body text NOT NULL)")
+    query(conn, "INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, %s) g", ROWS)
+    conn.close()
+    with pytest.raises(psycopg2.OperationalError, match="no encryption|pg_hba"):
+        connect(fleet, sslmode="disable", timeout=0)
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        connect(fleet, password="wrong", timeout=0)
+
+
+def test_exporter_beside_it_reports_the_database_up(fleet):
+    deadline = time.time() + 60
+    while True:
+        try:
+            body = urllib.request.urlopen(f"http://{fleet['ip']}:9187/metrics", timeout=5).read().decode()
+            if "\npg_up 1" in body:
+                break
+        except OSError:
+            pass
+        assert time.time() < deadline, "pg_up is not 1 within 60 s"
+        time.sleep(2)
+
+
+def test_backup_job_backs_up_through_the_tls_server_to_s3(fleet):
+    play = fleet["play"]
+    job = play.kind("CronJob")["spec"]["jobTemplate"]["spec"]["template"]
+    started = time.time()
+    play.play("backup-1", job, {}, fleet["hosts"], restart="Never")
+    code, logs = play.wait("backup-1", "backup", timeout=600)
+    print(f"backup Job: {time.time() - started:.1f} s")
+    assert code == 0, logs[-3000:]
+    assert "backup command end: completed successfully" in logs, logs[-3000:]
+    keys = fleet["s3"].keys("pgfleet/pgfleet/postgres/")
+    assert any(k.endswith("backup.info") for k in keys) and any("/archive/main/" in k for k in keys), keys[:20]
+    # Encrypted: no page of the table is readable in the bucket.
+    name = next(k for k in keys if k.endswith("backup.info"))
+    body = fleet["s3"].client.get_object(Bucket="pgfleet-k8s", Key=name)["Body"].read()
+    assert b"[backup:current]" not in body, "backup.info is not encrypted"
+
+
+def test_data_survives_deleting_and_playing_the_pod_again(fleet):
+    play = fleet["play"]
+    conn = connect(fleet)
+    before = fingerprint(conn)
+    conn.close()
+    started = time.time()
+    play.delete("postgres-0")
+    print(f"pod deleted in {time.time() - started:.1f} s")
+    play.play("postgres-0", play.kind("StatefulSet")["spec"]["template"], {"data": "data-postgres-0"},
+              {S3_HOST: GATEWAY}, restart="OnFailure")
+    fleet["ip"] = play.ip("postgres-0")
+    fleet["hosts"][POD_HOST] = fleet["ip"]
+    conn = connect(fleet, timeout=120)
+    assert fingerprint(conn) == before == (ROWS, ROWS * (ROWS + 1) // 2, before[2])
+    conn.close()
+
+
+def test_restore_job_restores_into_a_fresh_volume_with_every_row(fleet):
+    play = fleet["play"]
+    conn = connect(fleet)
+    conn.autocommit = True
+    # Rows after the backup: the restored cluster must replay the archived WAL too.
+    query(conn, "INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(%s, %s) g", ROWS + 1, ROWS + 500)
+    expected = fingerprint(conn)
+    conn.close()
+    # As `kubectl exec` would: the superuser only through the pod's socket.
+    segment = psql(play, "SELECT pg_walfile_name(pg_switch_wal())")
+    deadline = time.time() + 120
+    while psql(play, f"SELECT coalesce(last_archived_wal >= '{segment}', false) FROM pg_stat_archiver") != "t":
+        assert time.time() < deadline, psql(play, "SELECT * FROM pg_stat_archiver")
+        time.sleep(1)
+    started = time.time()
+    play.play("restore", play.kind("Job")["spec"]["template"], {"data": "postgres-restore"}, fleet["hosts"],
+              restart="Never")
+    code, logs = play.wait("restore", "restore", timeout=900)
+    print(f"restore Job: {time.time() - started:.1f} s")
+    assert code == 0, logs[-3000:]
+    # A database pod on the restored claim (the StatefulSet's template, another name).
+    play.play("restored-0", play.kind("StatefulSet")["spec"]["template"], {"data": "postgres-restore"},
+              {S3_HOST: GATEWAY}, restart="OnFailure")
+    restored = connect(fleet, ip=play.ip("restored-0"), timeout=300)
+    deadline = time.time() + 120
+    while query(restored, "SELECT pg_is_in_recovery()")[0][0]:
+        assert time.time() < deadline, "the restored cluster did not promote"
+        time.sleep(1)
+    assert fingerprint(restored) == expected
+    restored.close()
+    # The same claim again: the Job refuses to write over a cluster.
+    play.delete("restored-0")
+    play.delete("restore")
+    play.play("restore", play.kind("Job")["spec"]["template"], {"data": "postgres-restore"}, fleet["hosts"],
+              restart="Never")
+    code, logs = play.wait("restore", "restore", timeout=120)
+    assert code == 1 and "holds a cluster already: nothing restored" in logs, logs[-2000:]
