@@ -24,6 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 NETWORK, SUBNET, GATEWAY = "pgfleet-k8s-test", "10.89.207.0/24", "10.89.207.1"
 POD_HOST = "postgres-0.postgres-headless.pgfleet.svc"
 SERVICE_HOST = "postgres.pgfleet.svc"
+NEON_HOST = "ep-pgfleet-test.eu-central-1.aws.neon.test"  # stood in for by the StatefulSet's pod
+POOLER_HOST = "pooler.pgfleet.svc"
 S3_HOST = "s3.storage.svc.cluster.local"  # an in-cluster S3 (MinIO or the like): path-style
 ROWS = 20000
 
@@ -55,9 +57,9 @@ def fleet(tmp_path_factory):
     os.chmod(base, 0o755)
     tls_dir = base / "tls"
     tls_dir.mkdir()
-    tls = make_tls(str(tls_dir), hosts=(SERVICE_HOST, POD_HOST, S3_HOST, GATEWAY))
+    tls = make_tls(str(tls_dir), hosts=(SERVICE_HOST, POD_HOST, S3_HOST, NEON_HOST, POOLER_HOST, GATEWAY))
     cert, key = client_cert(str(tls_dir), "postgres-backup")
-    for side in ("deploy", "restore"):
+    for side in ("deploy", "restore", "neon"):
         (base / side).mkdir()
     s3_port = free_port()
     inputs = dict(k8s_postgres_superuser_password="su-kube-play-Pa55", k8s_postgres_password="app-kube-play-Pa55",
@@ -72,6 +74,10 @@ def fleet(tmp_path_factory):
     objects = list(rendered_objects(base / "deploy", **inputs)[1].values())
     objects += [o for o in rendered_objects(base / "restore", os.path.join(ROOT, "playbooks", "k8s_restore.yml"),
                                             **inputs)[1].values() if o["kind"] == "Job"]
+    neon_inputs = dict(inputs)
+    neon_inputs.update(k8s_postgres_mode="neon", k8s_postgres_name="pooler", k8s_postgres_neon_host=NEON_HOST,
+                       k8s_postgres_neon_ca=read(tls["ca.crt"]), k8s_postgres_backup_s3_bucket="")
+    neon = list(rendered_objects(base / "neon", **neon_inputs)[1].values())
     podman("network", "rm", "--force", NETWORK, check=False)
     podman("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, NETWORK)
     play = KubePlay(objects, str(base), NETWORK)
@@ -83,7 +89,7 @@ def fleet(tmp_path_factory):
         ip = play.ip("postgres-0")
         # The bridge's gateway exists once a pod is on it; archive_command retries until then.
         s3 = MotoS3(tls, bucket="pgfleet-k8s", listen=GATEWAY, port=s3_port)
-        yield {"play": play, "ip": ip, "tls": tls, "s3": s3, "started": started,
+        yield {"play": play, "ip": ip, "tls": tls, "s3": s3, "started": started, "neon": neon, "base": base,
                "hosts": {POD_HOST: ip, S3_HOST: GATEWAY}}
     finally:
         play.destroy()
@@ -93,11 +99,12 @@ def fleet(tmp_path_factory):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def connect(fleet, ip=None, user="app", password="app-kube-play-Pa55", sslmode="verify-full", timeout=300):
+def connect(fleet, ip=None, user="app", password="app-kube-play-Pa55", sslmode="verify-full", timeout=300,
+            host=SERVICE_HOST):
     deadline = time.time() + timeout
     while True:
         try:
-            return psycopg2.connect(host=SERVICE_HOST, hostaddr=ip or fleet["ip"], port=5432, dbname="app", user=user,
+            return psycopg2.connect(host=host, hostaddr=ip or fleet["ip"], port=5432, dbname="app", user=user,
                                     password=password, sslmode=sslmode, sslrootcert=fleet["tls"]["ca.crt"],
                                     connect_timeout=3)
         except psycopg2.OperationalError:
@@ -222,3 +229,25 @@ def test_restore_job_restores_into_a_fresh_volume_with_every_row(fleet):
               restart="Never")
     code, logs = play.wait("restore", "restore", timeout=120)
     assert code == 1 and "holds a cluster already: nothing restored" in logs, logs[-2000:]
+
+
+def test_neon_mode_pgbouncer_pools_over_tls_verify_full_to_the_endpoint(fleet):
+    """Neon mode's PgBouncer pod (the Deployment's template) in front of a stand-in endpoint:
+    the StatefulSet's pod under the endpoint's host name (no Neon service can be reached)."""
+    pooler = KubePlay(fleet["neon"], str(fleet["base"] / "neon"), NETWORK)
+    try:
+        pooler.play("pooler-1", pooler.kind("Deployment")["spec"]["template"], {}, {NEON_HOST: fleet["ip"]},
+                    restart="Always")
+        ip = pooler.ip("pooler-1")
+        conn = connect(fleet, ip=ip, host=POOLER_HOST, timeout=60)
+        conn.autocommit = True
+        # The row count of the endpoint's table, and the endpoint's side of the connection is TLS.
+        assert query(conn, "SELECT count(*) FROM orders")[0][0] == ROWS + 500
+        assert query(conn, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0] is True
+        conn.close()
+        with pytest.raises(psycopg2.OperationalError):
+            connect(fleet, ip=ip, host=POOLER_HOST, sslmode="disable", timeout=0)
+        with pytest.raises(psycopg2.OperationalError, match="SASL authentication failed"):
+            connect(fleet, ip=ip, host=POOLER_HOST, password="wrong", timeout=0)
+    finally:
+        pooler.destroy()

@@ -242,3 +242,45 @@ def test_bad_backup_input_is_named_and_nothing_is_written(tmp_path, bad, named):
     proc, out = render(tmp_path, RESTORE_PLAYBOOK, **bad)
     assert proc.returncode != 0 and named in proc.stdout, proc.stdout[-3000:]
     assert not out.exists()
+
+
+NEON = {"k8s_postgres_mode": "neon", "k8s_postgres_neon_host": "ep-cool-leaf-123456.us-east-2.aws.neon.tech",
+        "k8s_postgres_backup_s3_bucket": "", "k8s_postgres_superuser_password": ""}
+
+
+@pytest.fixture(scope="module")
+def neon_rendered(tmp_path_factory):
+    return rendered_objects(tmp_path_factory.mktemp("k8s-neon"), **NEON)
+
+
+@pytest.mark.parametrize("version", KUBERNETES)
+def test_neon_mode_is_pgbouncer_to_the_endpoint_over_verify_full(neon_rendered, version):
+    objects = neon_rendered[1]
+    assert sorted(o["kind"] for o in objects.values()) == sorted(
+        ["Namespace", "Secret", "Secret", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"])
+    for name, obj in objects.items():
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{name} is not a valid {obj['kind']} for Kubernetes {version}: {e.message} at {list(e.path)}")
+    (deployment,) = by_kind(objects, "Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True and deployment["spec"]["replicas"] == 2
+    assert_containers_are_pinned_bounded_and_unprivileged(spec["containers"])
+    (config,) = by_kind(objects, "ConfigMap")
+    ini = config["data"]["pgbouncer.ini"]
+    assert "app = host=ep-cool-leaf-123456.us-east-2.aws.neon.tech port=5432 dbname=app" in ini, ini
+    assert "server_tls_sslmode = verify-full" in ini and "client_tls_sslmode = require" in ini
+    assert "auth_type = scram-sha-256" in ini and SECRETS["k8s_postgres_password"] not in ini
+    (policy,) = by_kind(objects, "NetworkPolicy")
+    assert {"ports": [{"protocol": "TCP", "port": 5432}]} in policy["spec"]["egress"]
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"k8s_postgres_neon_host": ""}, "neon_host '' is not the endpoint's host name"),
+    ({"k8s_postgres_backup_s3_bucket": "pgfleet-backups"}, "neon mode has no pgBackRest backups"),
+])
+def test_bad_neon_input_is_named_and_nothing_is_written(tmp_path, bad, named):
+    proc, out = render(tmp_path, **dict(NEON, **bad))
+    assert proc.returncode != 0 and named in proc.stdout, proc.stdout[-3000:]
+    assert not out.exists()
