@@ -150,11 +150,12 @@ def test_exporter_beside_it_reports_the_database_up(fleet):
     while True:
         try:
             body = urllib.request.urlopen(f"http://{fleet['ip']}:9187/metrics", timeout=5).read().decode()
-            if "\npg_up 1" in body:
+            # The host fleet's queries too (postgres-queries.yml from the ConfigMap).
+            if "\npg_up 1" in body and "\npgfleet_archiver_failing" in body:
                 break
         except OSError:
             pass
-        assert time.time() < deadline, "pg_up is not 1 within 60 s"
+        assert time.time() < deadline, "pg_up is not 1 or pgfleet_archiver_failing is missing within 60 s"
         time.sleep(2)
 
 

@@ -7,6 +7,7 @@ role promises (pinned images, probes, resources, non-root, no secret outside a S
 import glob
 import json
 import os
+import shutil
 import stat
 import subprocess
 
@@ -31,7 +32,7 @@ INPUTS = dict(SECRETS,
               k8s_postgres_client_namespaces=["shop"], k8s_postgres_client_cidrs=["10.20.0.0/16"],
               k8s_postgres_storage_class="fast-ssd", k8s_postgres_memory="2Gi", k8s_postgres_cpu="1500m",
               k8s_postgres_pv={"name": "pgfleet-data-0", "nfs": {"server": "nfs.example.internal", "path": "/export/pg"}},
-              k8s_postgres_backup_s3_bucket="pgfleet-backups",
+              k8s_postgres_backup_s3_bucket="pgfleet-backups", k8s_postgres_prometheus_operator=True,
               k8s_postgres_backup_tls_cert="-----BEGIN CERTIFICATE-----\nbackup\n-----END CERTIFICATE-----\n")
 
 
@@ -77,14 +78,16 @@ def test_every_object_is_rendered(rendered):
     objects = rendered[1]
     kinds = sorted(o["kind"] for o in objects.values())
     assert kinds == sorted(["Namespace", "Secret", "Secret", "Secret", "ConfigMap", "PersistentVolume", "StatefulSet",
-                            "Service", "Service", "PodDisruptionBudget", "NetworkPolicy", "CronJob"]), kinds
+                            "Service", "Service", "PodDisruptionBudget", "NetworkPolicy", "CronJob",
+                            "ServiceMonitor", "PrometheusRule"]), kinds
 
 
 @pytest.mark.parametrize("version", KUBERNETES)
 def test_every_object_matches_the_kubernetes_schema(rendered, restore_rendered, version):
     objects = dict(rendered[1], **restore_rendered[1])
     assert {"persistentvolumeclaim-postgres-restore.yml", "job-postgres-restore.yml"} <= set(objects)
-    for name, obj in objects.items():
+    # The Prometheus Operator's kinds are not in Kubernetes' schemas: promtool checks their rules.
+    for name, obj in [(n, o) for n, o in objects.items() if o["apiVersion"] != "monitoring.coreos.com/v1"]:
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -284,3 +287,24 @@ def test_bad_neon_input_is_named_and_nothing_is_written(tmp_path, bad, named):
     proc, out = render(tmp_path, **dict(NEON, **bad))
     assert proc.returncode != 0 and named in proc.stdout, proc.stdout[-3000:]
     assert not out.exists()
+
+
+def test_alert_rules_pass_promtool_and_each_fires_and_stays_quiet(rendered, tmp_path):
+    objects = rendered[1]
+    (rule,) = by_kind(objects, "PrometheusRule")
+    (monitor,) = by_kind(objects, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "30s"}]
+    (tmp_path / "k8s-alerts.yml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    shutil.copy(os.path.join(os.path.dirname(__file__), "promtool", "k8s-alerts.test.yml"), tmp_path)
+    check = subprocess.run(["promtool", "check", "rules", "k8s-alerts.yml"], cwd=tmp_path, capture_output=True,
+                           text=True, check=False)
+    assert check.returncode == 0 and "SUCCESS: 7 rules found" in check.stdout, check.stdout + check.stderr
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"BackupFailed", "BackupTooOld", "VolumeUsageHigh"} <= alerts
+    tests = yaml.safe_load((tmp_path / "k8s-alerts.test.yml").read_text())
+    cases = [c for t in tests["tests"] for c in t["alert_rule_test"]]
+    assert alerts == {c["alertname"] for c in cases if c["exp_alerts"]}, "an alert without a case that fires it"
+    assert alerts == {c["alertname"] for c in cases if not c["exp_alerts"]}, "an alert without a case that stays quiet"
+    run = subprocess.run(["promtool", "test", "rules", "k8s-alerts.test.yml"], cwd=tmp_path, capture_output=True,
+                         text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
