@@ -3,8 +3,8 @@ the closest stand-in for a kubelet these machines have.
 
 What podman 4.3 cannot take is changed here, and only that (each change is named where it is
 made): a StatefulSet or a Job is played as the Pod of its template; the claim template becomes
-a PersistentVolumeClaim (a podman volume); Secret volumes and emptyDir become host
-directories the test writes (podman 4.3 crashes on Secret volumes and has no emptyDir);
+a PersistentVolumeClaim (a podman volume); Secret volumes, emptyDir and ephemeral volumes
+become host directories the test writes (podman 4.3 crashes on Secret volumes and has no emptyDir);
 environment from a Secret becomes its value; containerPorts are dropped (podman 4.3 publishes
 them on the host); the pod gets the host names a cluster's DNS would
 answer (hostAliases). The ConfigMap, the containers, their commands, probes, users, read-only
@@ -81,7 +81,7 @@ class KubePlay:
             if "secret" in volume:  # podman 4.3: a Secret volume crashes kube play
                 path = self._secret_dir(name, volume, spec.get("securityContext", {}).get("fsGroup"))
                 volume = {"name": volume["name"], "hostPath": {"path": path, "type": "Directory"}}
-            elif "emptyDir" in volume:  # podman 4.3: no emptyDir
+            elif "emptyDir" in volume or "ephemeral" in volume:  # podman 4.3: neither (a fresh directory)
                 path = os.path.join(self.base, name, volume["name"])
                 shutil.rmtree(path, ignore_errors=True)
                 os.makedirs(path)

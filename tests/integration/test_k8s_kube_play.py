@@ -1,11 +1,13 @@
 """k8s_postgres's rendered objects run for real with `podman kube play` (kubeplay.py says what
 podman 4.3 needs changed): the image `make k8s-image` builds, the StatefulSet's pod on a new
 volume, the backup CronJob's pod backing up through the TLS server to S3 (moto behind TLS on
-the pods' bridge), the pod deleted and played again on its volume, and the restore Job's pod
-restoring into a fresh volume from which a second database pod starts with every row.
+the pods' bridge), the restore drill CronJob's pod, the pod deleted and played again on its
+volume, and the restore Job's pod restoring into a fresh volume from which a second database
+pod starts with every row.
 No Kubernetes API server runs here: scheduling, Services, NetworkPolicy and the claim's
 binding are not exercised (test_k8s_manifests.py validates those objects offline)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -70,7 +72,8 @@ def fleet(tmp_path_factory):
                   k8s_postgres_backup_s3_ca=read(tls["ca.crt"]), k8s_postgres_backup_s3_key="testing",
                   k8s_postgres_backup_s3_key_secret="testing", k8s_postgres_backup_cipher_pass="kube-play-cipher",
                   k8s_postgres_backup_tls_cert=read(cert), k8s_postgres_backup_tls_key=read(key),
-                  k8s_postgres_pv={}, k8s_postgres_client_namespaces=[], k8s_postgres_client_cidrs=["10.89.0.0/16"])
+                  k8s_postgres_pv={}, k8s_postgres_client_namespaces=[], k8s_postgres_client_cidrs=["10.89.0.0/16"],
+                  k8s_postgres_backup_drill_expect_rows={"app.public.orders": ROWS})
     objects = list(rendered_objects(base / "deploy", **inputs)[1].values())
     objects += [o for o in rendered_objects(base / "restore", os.path.join(ROOT, "playbooks", "k8s_restore.yml"),
                                             **inputs)[1].values() if o["kind"] == "Job"]
@@ -161,7 +164,7 @@ def test_exporter_beside_it_reports_the_database_up(fleet):
 
 def test_backup_job_backs_up_through_the_tls_server_to_s3(fleet):
     play = fleet["play"]
-    job = play.kind("CronJob")["spec"]["jobTemplate"]["spec"]["template"]
+    job = play.kind("CronJob", "postgres-backup")["spec"]["jobTemplate"]["spec"]["template"]
     started = time.time()
     play.play("backup-1", job, {}, fleet["hosts"], restart="Never")
     code, logs = play.wait("backup-1", "backup", timeout=600)
@@ -174,6 +177,19 @@ def test_backup_job_backs_up_through_the_tls_server_to_s3(fleet):
     name = next(k for k in keys if k.endswith("backup.info"))
     body = fleet["s3"].client.get_object(Bucket="pgfleet-k8s", Key=name)["Body"].read()
     assert b"[backup:current]" not in body, "backup.info is not encrypted"
+
+
+def test_restore_drill_job_restores_recovers_and_checks_without_archiving(fleet):
+    play = fleet["play"]
+    job = play.kind("CronJob", "postgres-restore-drill")["spec"]["jobTemplate"]["spec"]["template"]
+    play.play("drill-1", job, {}, fleet["hosts"], restart="Never")
+    code, logs = play.wait("drill-1", "drill", timeout=600)
+    assert code == 0, logs[-3000:]
+    report = json.loads(logs[logs.index("{"):])
+    print(f"restore drill: {report['steps']}, RTO {report['rto_seconds']} s")
+    assert report["success"] is True and report["rows"] >= ROWS and report["databases"] >= 2, report
+    # archive_mode off: the promoted scratch cluster's new timeline never reaches the bucket.
+    assert not [k for k in fleet["s3"].keys("pgfleet/pgfleet/postgres/archive/") if os.path.basename(k).startswith("00000002")]
 
 
 def test_data_survives_deleting_and_playing_the_pod_again(fleet):

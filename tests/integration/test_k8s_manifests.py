@@ -78,7 +78,7 @@ def test_every_object_is_rendered(rendered):
     objects = rendered[1]
     kinds = sorted(o["kind"] for o in objects.values())
     assert kinds == sorted(["Namespace", "Secret", "Secret", "Secret", "ConfigMap", "PersistentVolume", "StatefulSet",
-                            "Service", "Service", "PodDisruptionBudget", "NetworkPolicy", "CronJob",
+                            "Service", "Service", "PodDisruptionBudget", "NetworkPolicy", "CronJob", "CronJob",
                             "ServiceMonitor", "PrometheusRule"]), kinds
 
 
@@ -99,11 +99,16 @@ def pod_spec(objects):
     return statefulset["spec"]["template"]["spec"]
 
 
+def cronjob(objects, name):
+    (found,) = [o for o in by_kind(objects, "CronJob") if o["metadata"]["name"] == name]
+    return found
+
+
 def job_pod_specs(objects):
-    """The backup CronJob's and the restore Job's pod specs."""
-    (cronjob,) = by_kind(objects, "CronJob")
+    """The backup and drill CronJobs' and the restore Job's pod specs."""
     (job,) = by_kind(objects, "Job")
-    return [cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"], job["spec"]["template"]["spec"]]
+    return [c["spec"]["jobTemplate"]["spec"]["template"]["spec"] for c in by_kind(objects, "CronJob")] + [
+        job["spec"]["template"]["spec"]]
 
 
 def test_containers_are_pinned_bounded_probed_and_unprivileged(rendered, restore_rendered):
@@ -199,9 +204,9 @@ def test_bad_input_is_named_and_nothing_is_written(tmp_path, bad, named):
 
 def test_backups_one_at_a_time_through_tls_with_secrets_from_the_environment(rendered, restore_rendered):
     objects = rendered[1]
-    (cronjob,) = by_kind(objects, "CronJob")
-    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid" and cronjob["spec"]["timeZone"] == "Etc/UTC"
-    job_labels = cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    backup = cronjob(objects, "postgres-backup")
+    assert backup["spec"]["concurrencyPolicy"] == "Forbid" and backup["spec"]["timeZone"] == "Etc/UTC"
+    job_labels = backup["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
     for service in by_kind(objects, "Service"):  # a backup pod is never a database endpoint
         assert not set(service["spec"]["selector"].items()) <= set(job_labels.items()), service["metadata"]["name"]
     (config,) = by_kind(objects, "ConfigMap")
@@ -214,6 +219,10 @@ def test_backups_one_at_a_time_through_tls_with_secrets_from_the_environment(ren
     spec = pod_spec(objects)
     (server,) = [c for c in spec["containers"] if c["name"] == "pgbackrest"]
     assert server["resources"]["limits"] == {"cpu": "500m", "memory": "512Mi"}, "a backup takes its own CPU"
+    drill = cronjob(objects, "postgres-restore-drill")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (scratch,) = [v for v in drill["volumes"] if v["name"] == "drill"]
+    assert scratch["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert json.loads(config["data"]["drill.json"])["databases"] == ["app"]
     for each in [c for c in spec["containers"] if c["name"] == "postgres"] + [
             s["containers"][0] for s in job_pod_specs(dict(objects, **restore_rendered[1]))]:
         refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in each["env"] if "valueFrom" in e}
@@ -298,9 +307,9 @@ def test_alert_rules_pass_promtool_and_each_fires_and_stays_quiet(rendered, tmp_
     shutil.copy(os.path.join(os.path.dirname(__file__), "promtool", "k8s-alerts.test.yml"), tmp_path)
     check = subprocess.run(["promtool", "check", "rules", "k8s-alerts.yml"], cwd=tmp_path, capture_output=True,
                            text=True, check=False)
-    assert check.returncode == 0 and "SUCCESS: 7 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "SUCCESS: 8 rules found" in check.stdout, check.stdout + check.stderr
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert {"BackupFailed", "BackupTooOld", "VolumeUsageHigh"} <= alerts
+    assert {"BackupFailed", "BackupTooOld", "RestoreDrillFailed", "VolumeUsageHigh"} <= alerts
     tests = yaml.safe_load((tmp_path / "k8s-alerts.test.yml").read_text())
     cases = [c for t in tests["tests"] for c in t["alert_rule_test"]]
     assert alerts == {c["alertname"] for c in cases if c["exp_alerts"]}, "an alert without a case that fires it"
