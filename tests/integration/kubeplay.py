@@ -55,30 +55,35 @@ class KubePlay:
         return {k: base64.b64decode(v) for k, v in self.kind("Secret", name)["data"].items()}
 
     def _secret_dir(self, pod: str, volume: dict, fs_group) -> str:
-        """Stand-in for a Secret volume: its items as files, root-owned, its mode; with an fsGroup,
-        group fsGroup and group-readable, as the kubelet makes a read-only volume's files."""
-        spec = volume["secret"]
-        data = self.secret(spec["secretName"])
+        """Stand-in for a Secret (or projected Secrets) volume: its items as files, root-owned,
+        its mode; with an fsGroup, group fsGroup and group-readable, as the kubelet makes a
+        read-only volume's files."""
         path = os.path.join(self.base, pod, volume["name"])
         os.makedirs(path, exist_ok=True)
         os.chmod(path, 0o755)
-        items = spec.get("items") or [{"key": k, "path": k} for k in data]
-        for item in items:
-            if item["key"] not in data and spec.get("optional"):
-                continue
-            target = os.path.join(path, item["path"])
-            with open(target, "wb") as f:
-                f.write(data[item["key"]])
-            mode = spec.get("defaultMode", 0o644)
-            os.chown(target, 0, fs_group if fs_group is not None else 0)
-            os.chmod(target, mode | 0o440 if fs_group is not None else mode)
+        if "secret" in volume:
+            sources = [dict(volume["secret"], name=volume["secret"]["secretName"])]
+            mode = volume["secret"].get("defaultMode", 0o644)
+        else:
+            sources = [source["secret"] for source in volume["projected"]["sources"]]
+            mode = volume["projected"].get("defaultMode", 0o644)
+        for spec in sources:
+            data = self.secret(spec["name"])
+            for item in spec.get("items") or [{"key": k, "path": k} for k in data]:
+                if item["key"] not in data and spec.get("optional"):
+                    continue
+                target = os.path.join(path, item["path"])
+                with open(target, "wb") as f:
+                    f.write(data[item["key"]])
+                os.chown(target, 0, fs_group if fs_group is not None else 0)
+                os.chmod(target, mode | 0o440 if fs_group is not None else mode)
         return path
 
     def _pod(self, name: str, template: dict, claims: dict, hosts: dict) -> dict:
         spec = copy.deepcopy(template["spec"])
         volumes = []
         for volume in spec.get("volumes", []):
-            if "secret" in volume:  # podman 4.3: a Secret volume crashes kube play
+            if "secret" in volume or "projected" in volume:  # podman 4.3: a Secret volume crashes kube play
                 path = self._secret_dir(name, volume, spec.get("securityContext", {}).get("fsGroup"))
                 volume = {"name": volume["name"], "hostPath": {"path": path, "type": "Directory"}}
             elif "emptyDir" in volume or "ephemeral" in volume:  # podman 4.3: neither (a fresh directory)

@@ -79,7 +79,7 @@ def fleet(tmp_path_factory):
                                             **inputs)[1].values() if o["kind"] == "Job"]
     neon_inputs = dict(inputs)
     neon_inputs.update(k8s_postgres_mode="neon", k8s_postgres_name="pooler", k8s_postgres_neon_host=NEON_HOST,
-                       k8s_postgres_neon_ca=read(tls["ca.crt"]), k8s_postgres_backup_s3_bucket="")
+                       k8s_postgres_neon_ca=read(tls["ca.crt"]))
     neon = list(rendered_objects(base / "neon", **neon_inputs)[1].values())
     podman("network", "rm", "--force", NETWORK, check=False)
     podman("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, NETWORK)
@@ -250,7 +250,8 @@ def test_restore_job_restores_into_a_fresh_volume_with_every_row(fleet):
 
 def test_neon_mode_pgbouncer_pools_over_tls_verify_full_to_the_endpoint(fleet):
     """Neon mode's PgBouncer pod (the Deployment's template) in front of a stand-in endpoint:
-    the StatefulSet's pod under the endpoint's host name (no Neon service can be reached)."""
+    the StatefulSet's pod under the endpoint's host name (no Neon service can be reached);
+    then its logical dump Job's pod."""
     pooler = KubePlay(fleet["neon"], str(fleet["base"] / "neon"), NETWORK)
     try:
         pooler.play("pooler-1", pooler.kind("Deployment")["spec"]["template"], {}, {NEON_HOST: fleet["ip"]},
@@ -266,5 +267,17 @@ def test_neon_mode_pgbouncer_pools_over_tls_verify_full_to_the_endpoint(fleet):
             connect(fleet, ip=ip, host=POOLER_HOST, sslmode="disable", timeout=0)
         with pytest.raises(psycopg2.OperationalError, match="SASL authentication failed"):
             connect(fleet, ip=ip, host=POOLER_HOST, password="wrong", timeout=0)
+        # Neon mode's backups: the logical dump CronJob's pod, to S3, encrypted.
+        job = pooler.kind("CronJob", "pooler-logical-dump")["spec"]["jobTemplate"]["spec"]["template"]
+        pooler.play("dump-1", job, {}, {NEON_HOST: fleet["ip"], S3_HOST: GATEWAY}, restart="Never")
+        code, logs = pooler.wait("dump-1", "dump", timeout=300)
+        assert code == 0, logs[-3000:]
+        (key,) = [k for k in fleet["s3"].keys("pgfleet/pgfleet/pooler/app/") if k.endswith(".dump.gpg")]
+        encrypted = fleet["s3"].client.get_object(Bucket="pgfleet-k8s", Key=key)["Body"].read()
+        assert b"PGDMP" not in encrypted and b"orders" not in encrypted
+        plain = subprocess.run(["gpg", "--batch", "--quiet", "--homedir", str(fleet["base"]), "--pinentry-mode", "loopback",
+                                "--passphrase", "kube-play-cipher", "--decrypt"], input=encrypted, capture_output=True,
+                               check=True).stdout
+        assert plain.startswith(b"PGDMP") and b"orders" in plain, "not pg_dump's custom format of the database"
     finally:
         pooler.destroy()

@@ -257,7 +257,7 @@ def test_bad_backup_input_is_named_and_nothing_is_written(tmp_path, bad, named):
 
 
 NEON = {"k8s_postgres_mode": "neon", "k8s_postgres_neon_host": "ep-cool-leaf-123456.us-east-2.aws.neon.tech",
-        "k8s_postgres_backup_s3_bucket": "", "k8s_postgres_superuser_password": ""}
+        "k8s_postgres_superuser_password": ""}
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +269,8 @@ def neon_rendered(tmp_path_factory):
 def test_neon_mode_is_pgbouncer_to_the_endpoint_over_verify_full(neon_rendered, version):
     objects = neon_rendered[1]
     assert sorted(o["kind"] for o in objects.values()) == sorted(
-        ["Namespace", "Secret", "Secret", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"])
+        ["Namespace", "Secret", "Secret", "Secret", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
+         "NetworkPolicy", "CronJob"])
     for name, obj in objects.items():
         try:
             kubernetes_validate.validate(obj, version, strict=True)
@@ -286,11 +287,23 @@ def test_neon_mode_is_pgbouncer_to_the_endpoint_over_verify_full(neon_rendered, 
     assert "auth_type = scram-sha-256" in ini and SECRETS["k8s_postgres_password"] not in ini
     (policy,) = by_kind(objects, "NetworkPolicy")
     assert {"ports": [{"protocol": "TCP", "port": 5432}]} in policy["spec"]["egress"]
+    # Backups: the logical dump CronJob, secrets only from Secrets, the endpoint verified.
+    dump = cronjob(objects, "postgres-logical-dump")
+    assert dump["spec"]["concurrencyPolicy"] == "Forbid"
+    (container,) = dump["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert_containers_are_pinned_bounded_and_unprivileged([container])
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["PGSSLMODE"] == "verify-full" and env["PGSSLROOTCERT"] == "system"
+    assert env["PGPASSWORD"] == {"secretKeyRef": {"name": "postgres-credentials", "key": "password"}}
+    settings = json.loads(config["data"]["logical-dump.json"])
+    assert settings["host"] == NEON["k8s_postgres_neon_host"] and settings["s3"]["bucket"] == "pgfleet-backups"
+    assert "cipher-never" not in config["data"]["logical-dump.json"]
 
 
 @pytest.mark.parametrize("bad, named", [
     ({"k8s_postgres_neon_host": ""}, "neon_host '' is not the endpoint's host name"),
-    ({"k8s_postgres_backup_s3_bucket": "pgfleet-backups"}, "neon mode has no pgBackRest backups"),
+    ({"k8s_postgres_dump_schedule": "nightly"}, "dump_schedule nightly"),
+    ({"k8s_postgres_backup_s3_key": ""}, "k8s_postgres_backup_s3_key is not set"),
 ])
 def test_bad_neon_input_is_named_and_nothing_is_written(tmp_path, bad, named):
     proc, out = render(tmp_path, **dict(NEON, **bad))
