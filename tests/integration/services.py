@@ -142,7 +142,12 @@ class TlsProxy:
         server.close()
 
     def stop(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        def shutdown():
+            # Open pipes end cancelled, not garbage-collected on a closed loop.
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+            self.loop.call_soon(self.loop.stop)
+        self.loop.call_soon_threadsafe(shutdown)
         self.thread.join(10)
 
 

@@ -7,6 +7,7 @@ pod starts with every row.
 No Kubernetes API server runs here: scheduling, Services, NetworkPolicy and the claim's
 binding are not exercised (test_k8s_manifests.py validates those objects offline)."""
 
+import copy
 import json
 import os
 import shutil
@@ -223,6 +224,22 @@ def test_restore_job_restores_into_a_fresh_volume_with_every_row(fleet):
     while psql(play, f"SELECT coalesce(last_archived_wal >= '{segment}', false) FROM pg_stat_archiver") != "t":
         assert time.time() < deadline, psql(play, "SELECT * FROM pg_stat_archiver")
         time.sleep(1)
+    # While a backup holds the repository (the backup Job's pod, its step a sleep), a restore
+    # is refused at once, naming it, and writes nothing.
+    busy = copy.deepcopy(play.kind("CronJob", "postgres-backup")["spec"]["jobTemplate"]["spec"]["template"])
+    busy["spec"]["containers"][0]["args"] = ["sleep 20"]
+    play.play("backup-busy", busy, {}, fleet["hosts"], restart="Never")
+    lock = "pgfleet/pgfleet/postgres/pgfleet.lock"
+    deadline = time.time() + 30
+    while not fleet["s3"].keys(lock):
+        assert time.time() < deadline, play.logs("backup-busy", "backup")
+        time.sleep(0.2)
+    play.play("restore-refused", play.kind("Job")["spec"]["template"], {"data": "postgres-restore"}, fleet["hosts"],
+              restart="Never")
+    code, logs = play.wait("restore-refused", "restore", timeout=60)
+    assert code == 75 and "restore refused: a backup (pod backup-busy" in logs, logs[-2000:]
+    assert play.wait("backup-busy", "backup", timeout=60)[0] == 0 and not fleet["s3"].keys(lock)
+    play.delete("restore-refused")
     started = time.time()
     play.play("restore", play.kind("Job")["spec"]["template"], {"data": "postgres-restore"}, fleet["hosts"],
               restart="Never")
