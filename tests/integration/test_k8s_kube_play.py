@@ -3,7 +3,7 @@ podman 4.3 needs changed): the image `make k8s-image` builds, the StatefulSet's 
 volume, the backup CronJob's pod backing up through the TLS server to S3 (moto behind TLS on
 the pods' bridge), the restore drill CronJob's pod, the pod deleted and played again on its
 volume, and the restore Job's pod restoring into a fresh volume from which a second database
-pod starts with every row.
+pod starts with every row (and, to a point in time, with the rows before it only).
 No Kubernetes API server runs here: scheduling, Services, NetworkPolicy and the claim's
 binding are not exercised (test_k8s_manifests.py validates those objects offline)."""
 
@@ -93,7 +93,7 @@ def fleet(tmp_path_factory):
         ip = play.ip("postgres-0")
         # The bridge's gateway exists once a pod is on it; archive_command retries until then.
         s3 = MotoS3(tls, bucket="pgfleet-k8s", listen=GATEWAY, port=s3_port)
-        yield {"play": play, "ip": ip, "tls": tls, "s3": s3, "started": started, "neon": neon, "base": base,
+        yield {"play": play, "ip": ip, "tls": tls, "s3": s3, "started": started, "neon": neon, "base": base, "inputs": inputs,
                "hosts": {POD_HOST: ip, S3_HOST: GATEWAY}}
     finally:
         play.destroy()
@@ -125,6 +125,33 @@ def query(conn, sql, *args):
 
 def psql(play, sql, pod="postgres-0"):
     return podman("exec", f"{pod}-postgres", "psql", "-XAtq", "-d", "app", "-c", sql).stdout.strip()
+
+
+def write_rows(fleet, first, last):
+    """Orders FIRST..LAST through the Service as the app user; the table's fingerprint after."""
+    conn = connect(fleet)
+    conn.autocommit = True
+    query(conn, "INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(%s, %s) g", first, last)
+    result = fingerprint(conn)
+    conn.close()
+    return result
+
+
+def archive_now(play):
+    """A WAL switch on postgres-0 (through its socket, as `kubectl exec` would: the superuser
+    has no TCP way in), then wait until that segment is archived."""
+    segment = psql(play, "SELECT pg_walfile_name(pg_switch_wal())")
+    deadline = time.time() + 120
+    while psql(play, f"SELECT coalesce(last_archived_wal >= '{segment}', false) FROM pg_stat_archiver") != "t":
+        assert time.time() < deadline, psql(play, "SELECT * FROM pg_stat_archiver")
+        time.sleep(1)
+
+
+def wait_promoted(conn):
+    deadline = time.time() + 120
+    while query(conn, "SELECT pg_is_in_recovery()")[0][0]:
+        assert time.time() < deadline, "the restored cluster did not promote"
+        time.sleep(1)
 
 
 def fingerprint(conn):
@@ -212,18 +239,9 @@ def test_data_survives_deleting_and_playing_the_pod_again(fleet):
 
 def test_restore_job_restores_into_a_fresh_volume_with_every_row(fleet):
     play = fleet["play"]
-    conn = connect(fleet)
-    conn.autocommit = True
     # Rows after the backup: the restored cluster must replay the archived WAL too.
-    query(conn, "INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(%s, %s) g", ROWS + 1, ROWS + 500)
-    expected = fingerprint(conn)
-    conn.close()
-    # As `kubectl exec` would: the superuser only through the pod's socket.
-    segment = psql(play, "SELECT pg_walfile_name(pg_switch_wal())")
-    deadline = time.time() + 120
-    while psql(play, f"SELECT coalesce(last_archived_wal >= '{segment}', false) FROM pg_stat_archiver") != "t":
-        assert time.time() < deadline, psql(play, "SELECT * FROM pg_stat_archiver")
-        time.sleep(1)
+    expected = write_rows(fleet, ROWS + 1, ROWS + 500)
+    archive_now(play)
     # While a backup holds the repository (the backup Job's pod, its step a sleep), a restore
     # is refused at once, naming it, and writes nothing.
     busy = copy.deepcopy(play.kind("CronJob", "postgres-backup")["spec"]["jobTemplate"]["spec"]["template"])
@@ -250,12 +268,11 @@ def test_restore_job_restores_into_a_fresh_volume_with_every_row(fleet):
     play.play("restored-0", play.kind("StatefulSet")["spec"]["template"], {"data": "postgres-restore"},
               {S3_HOST: GATEWAY}, restart="OnFailure")
     restored = connect(fleet, ip=play.ip("restored-0"), timeout=300)
-    deadline = time.time() + 120
-    while query(restored, "SELECT pg_is_in_recovery()")[0][0]:
-        assert time.time() < deadline, "the restored cluster did not promote"
-        time.sleep(1)
+    wait_promoted(restored)
     assert fingerprint(restored) == expected
     restored.close()
+    # A side restore archives nothing: no timeline of its own in the running cluster's repository.
+    assert not [k for k in fleet["s3"].keys("pgfleet/pgfleet/postgres/archive/") if os.path.basename(k).startswith("00000002")]
     # The same claim again: the Job refuses to write over a cluster.
     play.delete("restored-0")
     play.delete("restore")
@@ -263,6 +280,31 @@ def test_restore_job_restores_into_a_fresh_volume_with_every_row(fleet):
               restart="Never")
     code, logs = play.wait("restore", "restore", timeout=120)
     assert code == 1 and "holds a cluster already: nothing restored" in logs, logs[-2000:]
+
+
+def test_point_in_time_restore_stops_at_the_target(fleet):
+    """Rows committed before the target come back, rows after it do not."""
+    play = fleet["play"]
+    before = write_rows(fleet, ROWS + 501, ROWS + 600)
+    target = psql(play, "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+    time.sleep(1.5)
+    write_rows(fleet, ROWS + 601, ROWS + 700)
+    archive_now(play)
+    (fleet["base"] / "pitr").mkdir()
+    objects = rendered_objects(fleet["base"] / "pitr", os.path.join(ROOT, "playbooks", "k8s_restore.yml"),
+                               **dict(fleet["inputs"], k8s_postgres_restore_target=target,
+                                      k8s_postgres_restore_claim="postgres-pitr"))[1].values()
+    (job,) = [o for o in objects if o["kind"] == "Job"]
+    play.play("pitr", job["spec"]["template"], {"data": "postgres-pitr"}, fleet["hosts"], restart="Never")
+    code, logs = play.wait("pitr", "restore", timeout=900)
+    assert code == 0, logs[-3000:]
+    play.play("pitr-0", play.kind("StatefulSet")["spec"]["template"], {"data": "postgres-pitr"},
+              {S3_HOST: GATEWAY}, restart="OnFailure")
+    restored = connect(fleet, ip=play.ip("pitr-0"), timeout=300)
+    wait_promoted(restored)
+    assert fingerprint(restored) == before, f"target {target}"
+    restored.close()
+    play.delete("pitr-0")
 
 
 def test_neon_mode_pgbouncer_pools_over_tls_verify_full_to_the_endpoint(fleet):
@@ -274,10 +316,13 @@ def test_neon_mode_pgbouncer_pools_over_tls_verify_full_to_the_endpoint(fleet):
         pooler.play("pooler-1", pooler.kind("Deployment")["spec"]["template"], {}, {NEON_HOST: fleet["ip"]},
                     restart="Always")
         ip = pooler.ip("pooler-1")
+        direct = connect(fleet)
+        (rows,) = query(direct, "SELECT count(*) FROM orders")[0]
+        direct.close()
         conn = connect(fleet, ip=ip, host=POOLER_HOST, timeout=60)
         conn.autocommit = True
         # The row count of the endpoint's table, and the endpoint's side of the connection is TLS.
-        assert query(conn, "SELECT count(*) FROM orders")[0][0] == ROWS + 500
+        assert query(conn, "SELECT count(*) FROM orders")[0][0] == rows >= ROWS
         assert query(conn, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0] is True
         conn.close()
         with pytest.raises(psycopg2.OperationalError):

@@ -244,7 +244,8 @@ def test_restore_goes_into_a_new_claim_to_the_time_asked(restore_rendered):
     (data,) = [v for v in spec["volumes"] if v["name"] == "data"]
     assert data["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"] == "postgres-restore"
     script = spec["containers"][0]["args"][0]
-    assert "--type=time --target='2026-12-06 10:00:00+00' --target-action=promote" in script, script
+    # A side restore archives nothing: its timeline would become the running cluster's "latest".
+    assert "restore --archive-mode=off --type=time --target='2026-12-06 10:00:00+00' --target-action=promote" in script, script
 
 
 @pytest.mark.parametrize("bad, named", [
