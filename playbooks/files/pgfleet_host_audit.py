@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Read-only checks of one host for security_audit.yml, run as root: the OS (secret files
-others can read, secrets on a command line) and, where installed, PgBouncer and Redis as
-their files configure them. Prints a JSON list of rows [id, severity, check, finding];
+others can read, secrets on a command line, a host firewall) and, where installed,
+PgBouncer and Redis as their files configure them. Prints a JSON list of rows [id, severity, check, finding];
 an empty finding means the check passed."""
 
 import glob
@@ -9,6 +9,7 @@ import json
 import os
 import re
 import stat
+import subprocess
 
 # Files that hold passwords, keys or password hashes, wherever pgfleet's roles put them.
 SECRET_GLOBS = ["/etc/postgresql/*/*/*.key", "/var/lib/postgresql/.pgpass*",
@@ -108,9 +109,26 @@ def redis_rows(conf_path="/etc/redis/redis.conf", acl_path="/etc/redis/users.acl
     ]
 
 
+def firewall():
+    """'' when an nftables chain on the input hook drops what no rule accepts (the firewall
+    role's, or the host's own), else what is missing. A warning, not critical: a fleet may
+    be closed by its cloud's security groups instead."""
+    try:
+        listed = subprocess.run(["nft", "-j", "list", "chains"], capture_output=True, text=True, timeout=30, check=False)
+    except FileNotFoundError:
+        return "nftables is not installed"
+    if listed.returncode != 0:
+        return "nft: " + listed.stderr.strip()
+    chains = [item["chain"] for item in json.loads(listed.stdout)["nftables"] if "chain" in item]
+    if any(chain.get("hook") == "input" and chain.get("policy") == "drop" for chain in chains):
+        return ""
+    return "no input chain with a drop policy"
+
+
 def main():
     rows = [["secret_files", "critical", "no file holding a secret is readable by others", world_readable_secrets()],
-            ["secret_arguments", "critical", "no process has a password on its command line", secret_arguments()]]
+            ["secret_arguments", "critical", "no process has a password on its command line", secret_arguments()],
+            ["firewall", "warning", "a host firewall drops what is not served", firewall()]]
     if os.path.exists("/etc/pgbouncer/pgbouncer.ini"):
         rows += pgbouncer_rows()
     if os.path.exists("/etc/redis/redis.conf"):

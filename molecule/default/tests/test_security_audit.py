@@ -35,6 +35,7 @@ def test_lab_fleet_has_no_critical_finding():
         for check in ["secret_files", "secret_arguments"] + expected.get(host, []):
             assert any(line.startswith(f"ok    critical  {check} ") for line in result["msg"]), (host, check, result["msg"])
         assert not [line for line in result["msg"] if line.startswith("FAIL  critical")], (host, result["msg"])
+        assert any(line.startswith("ok    warning   firewall ") for line in result["msg"]), (host, result["msg"])
     assert all(s["changed"] == 0 for s in report["stats"].values())
 
 
