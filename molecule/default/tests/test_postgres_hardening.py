@@ -4,7 +4,7 @@ from the host, slow-query visibility, audit, session timeouts, pre-checks."""
 import json
 import re
 
-from conftest import PG, converge, hosts_of, podman_hosts, psql, secret
+from conftest import PG, converge, hosts_of, podman_hosts, psql, secret, wait_for
 
 testinfra_hosts = podman_hosts("postgres")
 
@@ -67,6 +67,29 @@ def test_pgaudit_logs_ddl(primary):
     assert "pgaudit" in psql(primary, "SHOW shared_preload_libraries")
     psql(primary, "CREATE TABLE IF NOT EXISTS audit_probe (i int); DROP TABLE audit_probe")
     assert "AUDIT: SESSION" in primary.file(LOG).content_string and "DROP TABLE audit_probe" in primary.file(LOG).content_string
+
+
+AUDIT_LOG = "/var/log/postgresql/pgaudit.log"
+
+
+def test_audit_lines_have_a_log_of_their_own_that_rotates(primary):
+    """rsyslog copies pgaudit's lines (a multi-line statement as one line) and nothing else;
+    after a rotation the next line lands in a new file, the old one is kept."""
+    audit = primary.file(AUDIT_LOG)
+    psql(primary, "CREATE TABLE audit_own_log (i int,\n j int); DROP TABLE audit_own_log")
+    assert wait_for(lambda: "DROP TABLE audit_own_log" in primary.file(AUDIT_LOG).content_string, timeout=15)
+    assert (audit.user, audit.group, audit.mode) == ("root", "adm", 0o640)
+    lines = audit.content_string.splitlines()
+    assert lines and all("AUDIT: " in line for line in lines), [line for line in lines if "AUDIT: " not in line][:3]
+    assert any("CREATE TABLE audit_own_log (i int,\\n j int)" in line for line in lines)
+    assert "rotate 90" in primary.file("/etc/logrotate.d/pgfleet-pgaudit").content_string
+    primary.check_output("logrotate -f /etc/logrotate.d/pgfleet-pgaudit")
+    # rsyslog closes the renamed file on logrotate's HUP and opens the new one at its next line.
+    assert wait_for(lambda: AUDIT_LOG + ".1" not in primary.check_output("ls -l /proc/$(pidof rsyslogd)/fd"), timeout=10)
+    psql(primary, "CREATE TABLE audit_after_rotation (i int); DROP TABLE audit_after_rotation")
+    assert wait_for(lambda: "audit_after_rotation" in primary.file(AUDIT_LOG).content_string, timeout=15)
+    rotated = primary.file(AUDIT_LOG + ".1").content_string
+    assert "audit_own_log" in rotated and "audit_after_rotation" not in rotated
 
 
 PRE_CHECK = "Check the PostgreSQL inventory"  # site.yml's play after the facts, before any change
