@@ -48,7 +48,7 @@ def test_every_host_loads_its_table_at_boot():
         unit = host.service("pgfleet-firewall")
         assert unit.is_enabled and unit.is_running, host.backend.get_hostname()
         assert "policy drop;" in host.check_output("nft list table inet pgfleet")
-        rules = host.file("/etc/pgfleet/firewall.nft")
+        rules = host.file("/etc/nftables.d/pgfleet.nft")
         assert (rules.user, rules.mode) == ("root", 0o600)
 
 
@@ -85,7 +85,7 @@ def test_a_bad_rule_is_refused_naming_it_and_the_rules_stay(primary):
     assert report["rc"] != 0
     assert "10.0.0.300/24" in json.dumps(report)
     assert ruleset(primary) == before
-    assert "10.0.0.300" not in primary.file("/etc/pgfleet/firewall.nft").content_string
+    assert "10.0.0.300" not in primary.file("/etc/nftables.d/pgfleet.nft").content_string
 
 
 def test_a_table_deleted_by_hand_comes_back(replicas):
