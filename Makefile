@@ -9,7 +9,6 @@ VENV      := $(CURDIR)/.venv
 LAB       := $(CURDIR)/.lab
 PY        := $(VENV)/bin/python
 BIN       := $(VENV)/bin
-COLL_LINK := $(LAB)/collections/ansible_collections/pgfleet/core
 
 export CONTAINERS_CONF   := $(CURDIR)/lab/containers.conf
 export PGFLEET_LAB_DIR   := $(LAB)
@@ -31,11 +30,7 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-$(COLL_LINK):
-	mkdir -p $(dir $@)
-	ln -sfn $(CURDIR) $@
-
-venv: $(VENV)/.installed $(COLL_LINK) ## the pinned Python toolchain in .venv
+venv: $(VENV)/.installed ## the pinned Python toolchain in .venv
 
 # The lab runs LAB_RELEASE (Debian 13 unless told: make lab LAB_RELEASE=bookworm); the
 # Molecule scenarios run on both releases, so the tests build both images.
