@@ -69,7 +69,7 @@ def test_pgaudit_logs_ddl(primary):
     assert "AUDIT: SESSION" in primary.file(LOG).content_string and "DROP TABLE audit_probe" in primary.file(LOG).content_string
 
 
-AUDIT_LOG = "/var/log/postgresql/pgaudit.log"
+AUDIT_LOG = "/var/log/pgfleet-audit/pgaudit.log"
 
 
 def test_audit_lines_have_a_log_of_their_own_that_rotates(primary):
@@ -79,6 +79,8 @@ def test_audit_lines_have_a_log_of_their_own_that_rotates(primary):
     psql(primary, "CREATE TABLE audit_own_log (i int,\n j int); DROP TABLE audit_own_log")
     assert wait_for(lambda: "DROP TABLE audit_own_log" in primary.file(AUDIT_LOG).content_string, timeout=15)
     assert (audit.user, audit.group, audit.mode) == ("root", "adm", 0o640)
+    directory = primary.file("/var/log/pgfleet-audit")
+    assert (directory.user, directory.group, directory.mode) == ("root", "adm", 0o750)
     lines = audit.content_string.splitlines()
     assert lines and all("AUDIT: " in line for line in lines), [line for line in lines if "AUDIT: " not in line][:3]
     assert any("CREATE TABLE audit_own_log (i int,\\n j int)" in line for line in lines)
