@@ -61,14 +61,24 @@ def test_tls_servers_only_answer_their_peers(primary, replica, repo, cluster):
     # The PostgreSQL hosts never hold the posix repository's passphrase.
     for host in (primary, replica):
         assert "cipher-pass" not in host.file("/etc/pgbackrest/pgbackrest.conf").content_string
-    # The primary's TLS server accepts the repository host's certificate name only: the
-    # replica, holding a valid fleet certificate, is refused.
+    # The primary's TLS server is for the repository host alone: the replica, holding a
+    # valid fleet certificate, is dropped by the primary's firewall, and with the firewall
+    # opened to it for this probe, refused by the TLS server (it accepts the repository
+    # host's certificate name only).
     replica.run("install -m 644 /dev/null /tmp/empty.conf")
-    out = replica.run("runuser -u postgres -- pgbackrest --config=/tmp/empty.conf --stanza=main --repo1-path=/tmp/probe "
-                      f"--pg1-host=mol-bk-pg1 --pg1-host-type=tls --pg1-path={cluster['data_dir']} "
-                      "--pg1-host-cert-file=/etc/pgbackrest/tls/pgbackrest.crt "
-                      "--pg1-host-key-file=/etc/pgbackrest/tls/pgbackrest.key "
-                      "--pg1-host-ca-file=/etc/pgbackrest/tls/root.crt --log-level-console=warn stanza-create")
+    probe = ("runuser -u postgres -- pgbackrest --config=/tmp/empty.conf --stanza=main --repo1-path=/tmp/probe "
+             f"--pg1-host=mol-bk-pg1 --pg1-host-type=tls --pg1-path={cluster['data_dir']} "
+             "--pg1-host-cert-file=/etc/pgbackrest/tls/pgbackrest.crt "
+             "--pg1-host-key-file=/etc/pgbackrest/tls/pgbackrest.key "
+             "--pg1-host-ca-file=/etc/pgbackrest/tls/root.crt --log-level-console=warn --io-timeout=3 stanza-create")
+    dropped = replica.run(probe)
+    assert dropped.rc != 0 and "access denied" not in dropped.stdout + dropped.stderr
+    address = replica.check_output("hostname -I").split()[0]
+    primary.check_output(f"nft insert rule inet pgfleet input ip saddr {address} tcp dport 8432 accept")
+    try:
+        out = replica.run(probe)
+    finally:
+        primary.check_output("systemctl restart pgfleet-firewall")  # the role's rules again
     assert out.rc != 0
     assert "access denied" in out.stdout + out.stderr, out.stdout + out.stderr
 
