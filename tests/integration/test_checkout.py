@@ -13,8 +13,6 @@ import pytest
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# Only the python package's bundle and what a test puts there: no checkout link, no ~/.ansible.
-BARE = {"ANSIBLE_CONFIG": "", "ANSIBLE_COLLECTIONS_PATH": "", "HOME": ""}
 
 
 def run(args, cwd, **env):
