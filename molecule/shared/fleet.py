@@ -99,13 +99,15 @@ def changed_tasks(report):
 
 
 def assert_check_mode_clean():
-    """`ansible-playbook --check --diff` on the converged fleet predicts no change and fails nowhere."""
+    """`ansible-playbook --check --diff` on the converged fleet predicts no change and fails nowhere;
+    return its report."""
     report = converge("--check", "--diff")
     stats = report["stats"]
     assert stats, "the check run reached no host"
     changed = changed_tasks(report)
     assert changed == [], "check mode predicts changes on a converged fleet: " + "; ".join(changed)
     assert all(s["failures"] == 0 and s["unreachable"] == 0 for s in stats.values()), stats
+    return report
 
 
 def adhoc(pattern, module, args, become_user="root"):
