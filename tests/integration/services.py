@@ -151,27 +151,39 @@ class TlsProxy:
         self.thread.join(10)
 
 
+def start_moto() -> tuple:
+    """moto's server (every AWS service it mocks) on a free loopback port: (process, port)."""
+    port = free_port()
+    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.2)
+
+
+def stop_process(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 class MotoS3:
     """moto's S3 server on loopback behind TLS (the stand-in for an off-site S3 bucket)."""
 
     def __init__(self, tls: dict, bucket="pgfleet-backups", listen="127.0.0.1", port=0):
         """LISTEN and PORT: where its TLS side listens (a podman bridge's gateway for pods)."""
-        self.http_port = free_port()
         self.bucket = bucket
         self.tls = tls
-        moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-        self.proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(self.http_port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.http_port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline or self.proc.poll() is not None:
-                    self.proc.kill()
-                    raise RuntimeError("moto_server did not start")
-                time.sleep(0.2)
+        self.proc, self.http_port = start_moto()
         self.proxy = TlsProxy(self.http_port, tls["server.crt"], tls["server.key"], listen, port)
         self.port = self.proxy.port
         import boto3
@@ -191,8 +203,4 @@ class MotoS3:
 
     def stop(self) -> None:
         self.proxy.stop()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
