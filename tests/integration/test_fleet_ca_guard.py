@@ -1,0 +1,85 @@
+"""fleet_tls on a controller that lacks the fleet CA (a new laptop, a fresh AWX job
+container): it makes the CA for a new fleet, but stops, naming the host and what to do,
+before a second CA would re-issue the certificates of a fleet that has them. The role runs
+for real on this machine (connection local) into temporary directories."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: true
+  gather_subset: [min]  # the host names the certificate carries
+  vars:
+    ansible_python_interpreter: {python}
+    fleet_tls_package_checked: true  # python3-cryptography: the test's own Python has it
+  tasks:
+    - name: A certificate from the fleet CA
+      ansible.builtin.include_role:
+        name: pgfleet.core.fleet_tls
+      vars:
+        fleet_tls_ca_dir: "{{{{ ca_dir }}}}"
+        fleet_tls_dir: "{{{{ host_dir }}}}"
+        fleet_tls_addresses: []
+"""
+
+
+@pytest.fixture(name="play")
+def fixture_play(tmp_path):
+    path = tmp_path / "play.yml"
+    path.write_text(textwrap.dedent(PLAYBOOK.format(python=sys.executable)))
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+
+    def run(ca_dir, *args):
+        env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+                   ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+        proc = subprocess.run(["ansible-playbook", "-i", "localhost,", str(path), "-e", f"ca_dir={ca_dir}", "-e", f"host_dir={host_dir}",
+                               *args], env=env, capture_output=True, text=True, timeout=300, check=False)
+        return proc.returncode, json.loads(proc.stdout), proc.stdout + proc.stderr
+
+    return run, host_dir
+
+
+def changed(report):
+    return [task["task"]["name"] for play in report["plays"] for task in play["tasks"]
+            for result in task["hosts"].values() if result.get("changed")]
+
+
+def test_a_new_fleet_gets_its_ca_and_a_second_run_changes_nothing(play, tmp_path):
+    run, host_dir = play
+    rc, report, output = run(tmp_path / "pki")
+    assert rc == 0, output
+    assert (tmp_path / "pki" / "ca.key").exists() and (host_dir / "server.crt").exists()
+    assert (host_dir / "root.crt").read_text() == (tmp_path / "pki" / "ca.crt").read_text()
+    rc, report, output = run(tmp_path / "pki")
+    assert rc == 0 and changed(report) == [], output
+
+
+def test_a_controller_without_the_ca_stops_before_replacing_the_fleets_certificates(play, tmp_path):
+    run, host_dir = play
+    assert run(tmp_path / "pki")[0] == 0
+    before = {name: (host_dir / name).read_bytes() for name in ("server.key", "server.crt", "root.crt")}
+
+    for mode in ([], ["--check"]):
+        rc, report, output = run(tmp_path / "new-controller-pki", *mode)
+        assert rc != 0, output
+        assert "The fleet CA is not on this controller" in output and str(host_dir / "root.crt") in output, output
+        assert "fleet_tls_replace_ca=true" in output
+        assert not (tmp_path / "new-controller-pki").exists()  # no second CA made
+        assert {name: (host_dir / name).read_bytes() for name in before} == before
+
+    # On purpose: a new CA, and the host's certificate re-issued by it.
+    rc, report, output = run(tmp_path / "new-controller-pki", "-e", "fleet_tls_replace_ca=true")
+    assert rc == 0, output
+    assert (host_dir / "root.crt").read_text() == (tmp_path / "new-controller-pki" / "ca.crt").read_text()
+    assert (host_dir / "server.crt").read_bytes() != before["server.crt"]
+    assert (host_dir / "server.key").read_bytes() == before["server.key"]  # the host's key stays
