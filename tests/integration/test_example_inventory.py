@@ -6,6 +6,7 @@ secret missing from Secrets Manager or a wrong Vault password stops the run nami
 
 import json
 import os
+import shutil
 import subprocess
 
 import boto3
@@ -108,3 +109,43 @@ def test_site_yml_accepts_the_example_inventory():
                           env=dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg")),
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def site_yml(env, inventory, *args):
+    proc = subprocess.run(["ansible-playbook", "-i", str(inventory), "--vault-password-file", VAULT_PASSWORD, "-vvv",
+                           os.path.join(ROOT, "site.yml"), *args],
+                          env=dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_TIMEOUT="5", **env),
+                          capture_output=True, text=True, timeout=600, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_site_yml_checks_every_hosts_secrets_before_contacting_a_host(aws):
+    env, _ = aws
+    rc, output = site_yml(env, INVENTORY)
+    # Every host passed the inventory check; then the facts play tried the (invented) hosts.
+    assert "TASK [pgfleet.core.preflight : Check what each role of this host needs from the inventory]" in output
+    assert "PLAY [Gather the facts of every host once]" in output and rc != 0
+    for secret in [*STORED.values(), *VAULTED.values()]:
+        assert secret not in output
+
+
+def test_a_missing_secret_stops_site_yml_before_any_host_is_contacted(aws, tmp_path):
+    env, _ = aws
+    inventory = tmp_path / "inventory"
+    shutil.copytree(INVENTORY, inventory)
+    secrets = inventory / "group_vars" / "all" / "secrets.yml"
+    secrets.write_text("".join(line for line in secrets.read_text().splitlines(keepends=True)
+                               if not line.startswith("pgbouncer_auth_password:")))
+    rc, output = site_yml(env, inventory)
+    assert rc != 0
+    assert "bouncer1.example.internal" in output and "pgbouncer_auth_password" in output, output[-3000:]
+    assert "PLAY [Gather the facts of every host once]" not in output, output[-3000:]
+
+
+def test_an_inventory_without_fleet_hosts_is_refused(aws, tmp_path):
+    env, _ = aws
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  children:\n    postgresql:\n      hosts:\n        db1.example.internal:\n")
+    rc, output = site_yml(env, inventory)
+    assert rc != 0 and "The inventory has no host in any group site.yml serves" in output, output[-3000:]
+    assert "PLAY [Gather the facts of every host once]" not in output
