@@ -83,6 +83,10 @@ def fleet(tmp_path_factory):
                        k8s_postgres_neon_ca=read(tls["ca.crt"]))
     neon = list(rendered_objects(base / "neon", **neon_inputs)[1].values())
     podman("network", "rm", "--force", NETWORK, check=False)
+    # An interrupted run leaves its claim and ConfigMap volumes (the network's removal took its
+    # pods): the fleet starts empty, as a new namespace would.
+    for volume in ["data-postgres-0", *[o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"]]:
+        podman("volume", "rm", "--force", volume, check=False)
     podman("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, NETWORK)
     play = KubePlay(objects, str(base), NETWORK)
     s3 = None
