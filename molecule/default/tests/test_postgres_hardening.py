@@ -96,6 +96,7 @@ def test_audit_lines_have_a_log_of_their_own_that_rotates(primary):
 
 
 PRE_CHECK = "Check the PostgreSQL inventory"  # site.yml's play after the facts, before any change
+PREFLIGHT = "Check what each host's roles need from the inventory"  # site.yml's play before any host is contacted
 
 
 def last_play(report):
@@ -186,10 +187,15 @@ def test_replication_only_from_the_members(primary, replicas):
     assert " %h " in psql(primary, "SHOW log_line_prefix"), "log lines carry no client address"
 
 
-def test_user_without_password_fails_the_pre_check():
-    users = [{"name": "ghost_service", "databases": ["auth_db"]},
-             {"name": "lost_service", "password": "x", "databases": ["nowhere_db"]}]
+def test_user_without_password_stops_the_run_before_any_host_is_contacted():
+    users = [{"name": "ghost_service", "databases": ["auth_db"]}]
     report = converge("-e", json.dumps({"pg_users": users}), expect_success=False)
-    messages = json.dumps(report["plays"][-1])
+    assert report["rc"] != 0 and last_play(report) == PREFLIGHT, "a play after the controller's check ran"
+    assert "missing required arguments: password found in pg_users" in json.dumps(report["plays"][-1])
+
+
+def test_user_of_an_unlisted_database_fails_the_pre_check():
+    users = [{"name": "lost_service", "password": "x", "databases": ["nowhere_db"]}]
+    report = converge("-e", json.dumps({"pg_users": users}), expect_success=False)
     assert report["rc"] != 0 and last_play(report) == PRE_CHECK, "a play after the pre-check ran"
-    assert "ghost_service has no password" in messages and "nowhere_db" in messages
+    assert "nowhere_db" in json.dumps(report["plays"][-1])
