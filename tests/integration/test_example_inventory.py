@@ -39,10 +39,10 @@ def fixture_aws():
     stop_process(proc)
 
 
-def resolve(env, pattern, expression, vault_password=VAULT_PASSWORD):
+def resolve(env, pattern, expression):
     """Template EXPRESSION for each host of PATTERN on the controller (debug runs no module on
     the hosts, so none needs to exist); return ({host: value}, rc, output)."""
-    proc = subprocess.run(["ansible", "-i", INVENTORY, pattern, "--vault-password-file", vault_password,
+    proc = subprocess.run(["ansible", "-i", INVENTORY, pattern, "--vault-password-file", VAULT_PASSWORD,
                            "-m", "ansible.builtin.debug", "-a", "msg={{ " + expression + " }}"],
                           env=dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                                    ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", **env),
