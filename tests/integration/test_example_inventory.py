@@ -141,6 +141,13 @@ def test_a_missing_secret_stops_site_yml_before_any_host_is_contacted(aws, tmp_p
     assert "bouncer1.example.internal" in output and "pgbouncer_auth_password" in output, output[-3000:]
     assert "PLAY [Gather the facts of every host once]" not in output, output[-3000:]
 
+    # A run the tags keep away from PgBouncer does not need its secret: it passes the check
+    # and goes on to the (invented) hosts.
+    for tags in (["--tags", "redis,postgresql"], ["--skip-tags", "pgbouncer"]):
+        rc, output = site_yml(env, inventory, *tags)
+        assert "PLAY [Gather the facts of every host once]" in output and rc != 0, (tags, output[-3000:])
+        assert "pgbouncer_auth_password" not in output, (tags, output[-3000:])
+
 
 def test_an_inventory_without_fleet_hosts_is_refused(aws, tmp_path):
     env, _ = aws

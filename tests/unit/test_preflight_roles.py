@@ -6,6 +6,7 @@ import os
 import re
 
 import pytest
+import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.pgfleet.core.plugins.filter.argument_spec import required_options
@@ -24,6 +25,31 @@ def test_preflight_names_every_role_site_yml_runs():
     ran = set(re.findall(r"(?:name:|-) pgfleet\.core\.(\w+)\s*$", read("playbooks", "site.yml"), re.M)) - HELPERS
     checked = set(re.findall(r"'(\w+)'", read("roles", "preflight", "vars", "main.yml")))
     assert ran and ran <= checked, f"site.yml runs roles preflight does not check: {sorted(ran - checked)}"
+
+
+def site_yml_role_tags():
+    """{role: tags of the play that runs it} for each role site.yml runs (roles: or include_role)."""
+    found = {}
+    for play in yaml.safe_load(read("playbooks", "site.yml")):
+        assert play.get("tags"), f"site.yml's play '{play['name']}' has no tags: --tags could not select or skip it"
+        names = [r if isinstance(r, str) else r["role"] for r in play.get("roles", [])]
+        # A role's own run, not one of its steps (tasks_from: validate, leader, restart) used elsewhere.
+        names += [t["ansible.builtin.include_role"]["name"] for t in play.get("tasks", [])
+                  if "tasks_from" not in t.get("ansible.builtin.include_role", {"tasks_from": None})]
+        for name in names:
+            role = name.split(".")[-1]
+            if role not in HELPERS:
+                found.setdefault(role, set()).update(play["tags"])
+    return found
+
+
+def test_preflight_checks_the_roles_the_run_tags_select():
+    """preflight_role_tags names the tag of the play that runs each role, so --tags X checks X's roles."""
+    preflight = yaml.safe_load(read("roles", "preflight", "vars", "main.yml"))["preflight_role_tags"]
+    site = site_yml_role_tags()
+    # patroni runs inside postgresql_server's play (pg_ha: patroni); every other role is a play's own.
+    assert {role: {tag} for role, tag in preflight.items() if role != "patroni"} == site
+    assert preflight["patroni"] == preflight["postgresql_server"]
 
 
 def test_required_options_keeps_required_ones_and_lists_with_required_fields():

@@ -8,6 +8,7 @@ import json
 import time
 
 from conftest import assert_check_mode_clean, backrest, run_playbook, sql, wait_for
+from fleet import changed_tasks, converge
 
 REPO_DIR = "/var/lib/pgbackrest"
 PROM = "/var/lib/prometheus/node-exporter"
@@ -51,6 +52,20 @@ def wait_archived(primary):
 
 def test_check_mode_on_converged_fleet_is_clean():  # first: later tests change the fleet's data
     assert_check_mode_clean()
+
+
+def test_a_tag_runs_its_component_alone_and_changes_nothing():
+    """`site.yml --tags pgbackrest` on the converged fleet: the checks every run makes, WAL
+    archiving, the restarts it may need and the repository host; no other component."""
+    report = converge("--tags", "pgbackrest")
+    ran = {play["play"]["name"] for play in report["plays"] if play["tasks"]}
+    assert {"WAL archiving to the pgBackRest repository host",
+            "The pgBackRest repository host (stanza, schedules, restore drill)",
+            "Gather the facts of every host once"} <= ran, ran
+    assert not ran & {"Host firewall", "PostgreSQL servers", "PostgreSQL primary", "PostgreSQL replicas",
+                      "Daily encrypted logical dumps", "Exporters (TLS, basic auth) on every host",
+                      "Partitioned tables", "Monthly performance reports"}, ran
+    assert changed_tasks(report) == []
 
 
 def test_tls_servers_only_answer_their_peers(primary, replica, repo, cluster):
