@@ -81,7 +81,8 @@ def converge(*args, expect_success=True):
 
 def run_playbook(path, *args, expect_success=True, inventory=None):
     """Run PATH (or a name under playbooks/) against the scenario's fleet (or INVENTORY);
-    return its JSON report with 'rc'."""
+    return its JSON report with 'rc' and 'progress' (what it printed on standard error: the
+    progress lines of long steps)."""
     if not os.path.isabs(path):
         path = os.path.join(PLAYBOOKS, path)
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_FORCE_COLOR="0")
@@ -89,7 +90,7 @@ def run_playbook(path, *args, expect_success=True, inventory=None):
                           env=env, capture_output=True, text=True, timeout=900, check=False)
     if expect_success:
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return dict(json.loads(proc.stdout), rc=proc.returncode)
+    return dict(json.loads(proc.stdout), rc=proc.returncode, progress=proc.stderr)
 
 
 def changed_tasks(report):

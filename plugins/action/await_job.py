@@ -38,6 +38,8 @@ class ActionModule(ActionBase):
         label = args["label"] or self._task.get_name()
         status_args = dict(jid=jid, _async_dir=self.get_shell_option("async_dir", default="~/.ansible_async"))
         start = time.monotonic()
+        # A first line at once, so even a job that ends before the first check says it ran here.
+        display.display("  [%s] %s: waiting for async job %s" % (host, label, jid), stderr=True)
         while True:
             status = self._execute_module(module_name="ansible.builtin.async_status",
                                           module_args=dict(status_args, mode="status"), task_vars=task_vars)

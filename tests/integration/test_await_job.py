@@ -53,6 +53,8 @@ def test_progress_lines_while_the_job_runs_then_its_own_result(tmp_path):
                              probe=f"echo noise; echo step $(tail -n 1 {marker})")
     assert rc == 0, stderr
     lines = [line for line in stderr.splitlines() if "[localhost] the test job: " in line]
+    assert lines[0].startswith("  [localhost] the test job: waiting for async job "), stderr
+    lines = lines[1:]
     assert len(lines) >= 2, stderr
     assert all("noise" not in line for line in lines) and any("step " in line for line in lines), lines
     assert result["rc"] == 0 and result["stdout"] == "copied" and result["changed"] is True, result
@@ -64,7 +66,8 @@ def test_a_failed_job_fails_the_wait_with_its_exit_code(tmp_path):
     assert rc != 0, stderr
     assert result["failed"] is True and result["rc"] == 3 and result["stderr"] == "broken", result
     # a probe that fails shows 'running', not its error
-    assert all(line.endswith(" s)") and ": running (" in line for line in stderr.splitlines() if "the test job" in line), stderr
+    assert all(line.endswith(" s)") and ": running (" in line
+               for line in stderr.splitlines() if "the test job" in line and "waiting for async job" not in line), stderr
 
 
 def test_a_job_past_its_timeout_fails_the_wait_and_names_the_job(tmp_path):

@@ -119,6 +119,7 @@ def test_scheduled_backup_lands_in_info_and_metrics(repo):
 def test_backup_playbook_and_its_bad_input(repo):
     report = run_playbook("backup.yml", "-e", "backup_type=diff")
     assert report["rc"] == 0
+    assert "[mol-bk-repo] diff backup: " in report["progress"], report["progress"]
     assert good_backups(repo)[-1]["type"] == "diff"
     bad = run_playbook("backup.yml", "-e", "backup_type=weekly", expect_success=False)
     assert bad["rc"] != 0
@@ -272,6 +273,9 @@ def test_point_in_time_recovery_end_to_end(primary, replica, repo):
         restore_type="time", restore_time=target, restore_confirm="mol-bk-pg1", restore_backup="incr")))
     rto = time.monotonic() - start
     assert report["rc"] == 0
+    # The restore and the replica's clone said how far they were while they ran.
+    assert "[mol-bk-pg1] pgBackRest restore: " in report["progress"], report["progress"]
+    assert "[mol-bk-pg2] clone of mol-bk-pg1 into " in report["progress"], report["progress"]
     # Exactly the rows committed before the target, and the dropped table with its rows.
     assert sql(primary, "SELECT count(*), max(id) FROM pitr", db="payments_db") == "100|100"
     assert sql(primary, "SELECT count(*) FROM keep_me", db="payments_db") == "500"
