@@ -1,9 +1,14 @@
 """Helpers every Molecule scenario's tests share: reach the converged fleet through
-Molecule's own inventory, re-run the scenario's converge, read the lab's secrets."""
+Molecule's own inventory, re-run the scenario's converge, run a playbook as AWX's job
+template does, read the lab's secrets."""
 
+import glob
 import json
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
 
 import testinfra
@@ -91,6 +96,78 @@ def run_playbook(path, *args, expect_success=True, inventory=None):
     if expect_success:
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return dict(json.loads(proc.stdout), rc=proc.returncode, progress=proc.stderr)
+
+
+ROOT = os.path.join(PLAYBOOKS, "..")
+
+
+def survey_answers(template, answers):
+    """The extra vars AWX gives TEMPLATE's playbook for ANSWERS: the survey's defaults, then
+    the answers; what AWX itself refuses (a variable outside the survey, a required answer
+    missing, a choice not offered) fails here."""
+    import yaml  # pylint: disable=import-outside-toplevel
+    with open(os.path.join(ROOT, "awx", "job_templates.yml"), encoding="utf-8") as f:
+        (spec,) = [t for t in yaml.safe_load(f)["awx_job_templates"] if t["name"] == template]
+    survey = {q["variable"]: q for q in spec.get("survey", [])}
+    assert set(answers) <= set(survey), f"{template}'s survey asks no {sorted(set(answers) - set(survey))}"
+    for name, question in survey.items():
+        assert name in answers or not question["required"], f"{template}'s survey requires {name}"
+        assert name not in answers or question["type"] != "multiplechoice" or answers[name] in question["choices"], \
+            f"{template}'s survey offers no {name} {answers[name]!r}"
+    return spec["playbook"], {**{n: q["default"] for n, q in survey.items() if "default" in q}, **answers}
+
+
+def run_job(template, answers=None, expect_success=True):
+    """Run AWX job template TEMPLATE (awx/job_templates.yml) as AWX runs it: ansible-runner,
+    non-interactive, with the execution environment's requirements only (tests/ee.py), the
+    checkout as the project (its own ansible.cfg), the survey's ANSWERS as extra vars, against
+    the scenario's fleet. Two stand-ins: the lab's secret files for AWX's credentials
+    (PGFLEET_LAB_DIR), and the lab's connection into the containers for SSH, with the one
+    collection it imports (community.docker), after the project's collection paths.
+    Returns {'status', 'rc', 'stdout' (progress lines included), 'events'}."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import ee  # pylint: disable=import-outside-toplevel
+    playbook, extravars = survey_answers(template, answers or {})
+    with tempfile.TemporaryDirectory(prefix="pgfleet-ee-context-") as context:
+        environment = ee.environment(ee.create_context(os.path.join(context, "context")))
+    job = tempfile.mkdtemp(prefix="awx-job-", dir=os.environ.get("PGFLEET_LAB_DIR"))
+    os.makedirs(os.path.join(job, "env"))
+    with open(os.path.join(job, "env", "extravars"), "w", encoding="utf-8") as f:
+        json.dump(extravars, f)
+    os.symlink(os.path.realpath(ROOT), os.path.join(job, "project"))
+    env = {key: value for key, value in environment["env"].items() if key not in ("ANSIBLE_CONFIG", "ANSIBLE_COLLECTIONS_PATH")}
+    connection = os.path.join(job, "connection")
+    shutil.copytree(os.path.join(ee.BUNDLE, "community", "docker"),
+                    os.path.join(connection, "ansible_collections", "community", "docker"))
+    # The project's ansible.cfg paths (the EE's collections, the checkout), then the connection's.
+    env["ANSIBLE_COLLECTIONS_PATH"] = ":".join([environment["env"]["ANSIBLE_COLLECTIONS_PATH"], "/usr/share/ansible/collections",
+                                                os.path.join(job, "project", "collections"), connection])
+    env.update({key: os.environ[key] for key in ("PGFLEET_LAB_DIR", "CONTAINERS_CONF") if key in os.environ}, LANG="C.UTF-8")
+    proc = subprocess.run([os.path.join(environment["bin"], "ansible-runner"), "run", job, "-p", playbook, "--ident", "job",
+                           "--inventory", os.path.dirname(INVENTORY)],
+                          env=env, capture_output=True, text=True, timeout=1800, check=False)
+    artifacts = os.path.join(job, "artifacts", "job")
+    with open(os.path.join(artifacts, "status"), encoding="utf-8") as f:
+        status = f.read().strip()
+    with open(os.path.join(artifacts, "stdout"), encoding="utf-8") as f:
+        stdout = f.read()
+    events = []
+    for path in glob.glob(os.path.join(artifacts, "job_events", "*.json")):
+        with open(path, encoding="utf-8") as f:
+            events.append(json.load(f))
+    events.sort(key=lambda e: e["counter"])
+    if expect_success:
+        assert status == "successful", f"{job}: " + stdout[-4000:] + proc.stderr[-2000:]
+    if status == "successful":
+        shutil.rmtree(job)  # a failed job's directory stays for its artifacts
+    return {"status": status, "rc": proc.returncode, "stdout": stdout, "progress": stdout, "events": events}
+
+
+def job_results(report, task):
+    """The results the job's TASK (its name) returned, one per host and loop item."""
+    return [e["event_data"]["res"] for e in report["events"]
+            if e.get("event") in ("runner_on_ok", "runner_on_failed", "runner_item_on_ok")
+            and e["event_data"].get("task") == task]
 
 
 def changed_tasks(report):

@@ -9,57 +9,24 @@ import glob
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 
 import pytest
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUNDLE = os.path.join(os.path.dirname(os.path.dirname(yaml.__file__)), "ansible_collections")
-
-
-def run(args, env=None, check=True, cwd=ROOT):
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
-    if check:
-        assert proc.returncode == 0, (args, proc.stdout[-3000:], proc.stderr[-3000:])
-    return proc
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ee import ROOT, create_context, environment, run  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @pytest.fixture(name="context", scope="module")
 def fixture_context(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ee") / "context"
-    run(["ansible-builder", "create", "-f", "execution-environment.yml", "-c", str(path)])
-    return path
+    return create_context(tmp_path_factory.mktemp("ee") / "context")
 
 
 @pytest.fixture(name="ee", scope="module")
-def fixture_ee(context, tmp_path_factory):
-    """A virtualenv and a collection tree with the context's requirements only."""
-    base = tmp_path_factory.mktemp("ee-venv")
-    venv = base / "venv"
-    run([sys.executable, "-m", "venv", str(venv)])
-    with open(context / "Containerfile", encoding="utf-8") as f:
-        refs = re.search(r'ARG ANSIBLE_INSTALL_REFS="([^"]+)"', f.read()).group(1).split()
-    run([str(venv / "bin" / "pip"), "install", "--quiet", *refs, "-r", str(context / "_build" / "requirements.txt")])
-    collections = base / "collections" / "ansible_collections"
-    with open(context / "_build" / "requirements.yml", encoding="utf-8") as f:
-        wanted = [entry["name"] for entry in yaml.safe_load(f)["collections"]]
-    while wanted:
-        name = wanted.pop()
-        namespace, collection = name.split(".")
-        target = collections / namespace / collection
-        if target.exists():
-            continue
-        shutil.copytree(os.path.join(BUNDLE, namespace, collection), target)
-        with open(target / "MANIFEST.json", encoding="utf-8") as f:
-            wanted += list(json.load(f)["collection_info"].get("dependencies") or {})
-    (base / "ansible.cfg").write_text("[defaults]\n")
-    (base / "home").mkdir()
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(base / "home"), "ANSIBLE_CONFIG": str(base / "ansible.cfg"),
-           "ANSIBLE_COLLECTIONS_PATH": str(base / "collections"), "ANSIBLE_FORCE_COLOR": "0"}
-    return {"env": env, "bin": venv / "bin", "base": base}
+def fixture_ee(context):
+    """A virtualenv and a collection tree with the context's requirements only (tests/ee.py)."""
+    return environment(context)
 
 
 def test_the_context_carries_the_collections_python_and_system_requirements(context):
@@ -75,17 +42,17 @@ def test_the_context_carries_the_collections_python_and_system_requirements(cont
 
 
 def test_every_playbook_parses_with_the_ee_requirements_only(ee):
-    listed = run([str(ee["bin"] / "ansible-galaxy"), "collection", "list", "--format", "json"], env=ee["env"]).stdout
+    listed = run([os.path.join(ee["bin"], "ansible-galaxy"), "collection", "list", "--format", "json"], env=ee["env"]).stdout
     names = {name for path in json.loads(listed).values() for name in path}
     assert {"community.postgresql", "community.crypto", "community.general", "kubernetes.core"} <= names
     assert "containers.podman" not in names and "ansible.posix" not in names
     playbooks = ["site.yml"] + sorted(glob.glob(os.path.join(ROOT, "playbooks", "*.yml")))
     for playbook in playbooks:
-        run([str(ee["bin"] / "ansible-playbook"), "-i", "inventories/lab", "--syntax-check", playbook], env=ee["env"])
+        run([os.path.join(ee["bin"], "ansible-playbook"), "-i", "inventories/lab", "--syntax-check", playbook], env=ee["env"])
 
 
 def test_the_controller_side_modules_and_filters_run(ee, tmp_path):
-    adhoc = [str(ee["bin"] / "ansible"), "localhost", "-c", "local", "-e", f"ansible_python_interpreter={ee['bin'] / 'python'}"]
+    adhoc = [os.path.join(ee["bin"], "ansible"), "localhost", "-c", "local", "-e", f"ansible_python_interpreter={os.path.join(ee['bin'], 'python')}"]
     key = tmp_path / "ca.key"
     run(adhoc + ["-m", "community.crypto.openssl_privatekey", "-a", f"path={key} type=ECC curve=secp256r1"], env=ee["env"])
     assert key.exists()

@@ -8,7 +8,7 @@ import json
 import time
 
 from conftest import assert_check_mode_clean, backrest, run_playbook, sql, wait_for
-from fleet import changed_tasks, converge
+from fleet import changed_tasks, converge, run_job
 
 REPO_DIR = "/var/lib/pgbackrest"
 PROM = "/var/lib/prometheus/node-exporter"
@@ -116,9 +116,9 @@ def test_scheduled_backup_lands_in_info_and_metrics(repo):
                   'pgfleet_backup_last_run_success{stanza="main",type="full"}') == 1
 
 
-def test_backup_playbook_and_its_bad_input(repo):
-    report = run_playbook("backup.yml", "-e", "backup_type=diff")
-    assert report["rc"] == 0
+def test_backup_job_and_its_bad_input(repo):
+    """backup.yml as AWX's job template runs it (ansible-runner, the survey's answer)."""
+    report = run_job("pgfleet backup", {"backup_type": "diff"})
     assert "[mol-bk-repo] diff backup: " in report["progress"], report["progress"]
     assert good_backups(repo)[-1]["type"] == "diff"
     bad = run_playbook("backup.yml", "-e", "backup_type=weekly", expect_success=False)
@@ -147,7 +147,7 @@ def test_repository_is_encrypted(primary, repo):
 def test_restore_drill_passes_and_checks_row_counts(primary, repo):
     sql(primary, "CREATE TABLE IF NOT EXISTS drill_rows AS SELECT g AS id FROM generate_series(1, 1000) g", db="payments_db")
     assert repo.run("systemctl start pgfleet-backup@incr.service").rc == 0
-    report = run_playbook("verify_backup.yml")
+    report = run_job("pgfleet verify backup")
     assert report["rc"] == 0
     out, result = drill(repo, {"payments_db.public.drill_rows": 1000})
     assert out.rc == 0 and result["success"], result
@@ -184,17 +184,19 @@ def test_primary_killed_mid_backup_leaves_repository_consistent(primary, repo, c
     sql(primary, "CREATE TABLE IF NOT EXISTS bulk AS SELECT g AS id, md5(g::text) AS pad "
                  "FROM generate_series(1, 1500000) g", db="payments_db")
     before = {b["label"] for b in good_backups(repo)}
-    repo.run("systemctl start --no-block pgfleet-backup@full.service")
-    assert wait_for(lambda: repo.run("ls /var/lib/pgbackrest/backup/main/ | grep -c F$").rc == 0
-                    and "backup" in info(repo)["status"].get("lock", {}) and info(repo)["status"]["lock"]["backup"]["held"],
-                    timeout=60, step=0.2), "the backup never started"
-    time.sleep(1)
     # A container's systemd cannot see a service's cgroup empty (cgroup v1 without
     # per-unit groups), so after the kill it would wait TimeoutStopSec (1 h) for the
     # killed processes: shorten that for this test only (a runtime drop-in).
     primary.run(f"mkdir -p /run/systemd/system/{unit}.service.d && printf '[Service]\\nTimeoutStopSec=5s\\n'"
                 f" > /run/systemd/system/{unit}.service.d/zz-test.conf && systemctl daemon-reload")
+    repo.run("systemctl start --no-block pgfleet-backup@full.service")
+    assert wait_for(lambda: "backup" in info(repo)["status"].get("lock", {}) and info(repo)["status"]["lock"]["backup"]["held"],
+                    timeout=60, step=0.2), "the backup never started"
+    # Paused while the primary dies, so the kill lands mid-backup however fast the copy is
+    # (on an idle machine this backup once finished before a kill a second later).
+    repo.run("pkill -STOP -x pgbackrest")
     primary.run(f"pkill -KILL -f 'postgres -D|{cluster['bin_dir']}/postgres'")
+    repo.run("pkill -CONT -x pgbackrest")
     assert wait_for(lambda: repo.run("systemctl is-active pgfleet-backup@full.service").stdout.strip() != "activating",
                     timeout=120), "the backup did not stop after the kill"
     assert repo.run("systemctl is-failed pgfleet-backup@full.service").stdout.strip() == "failed"
@@ -269,10 +271,10 @@ def test_point_in_time_recovery_end_to_end(primary, replica, repo):
     sql(primary, "DROP TABLE keep_me", db="payments_db")
     wait_archived(primary)
     start = time.monotonic()
-    report = run_playbook("restore.yml", "-e", json.dumps(dict(
-        restore_type="time", restore_time=target, restore_confirm="mol-bk-pg1", restore_backup="incr")))
+    # As AWX's job template runs it: ansible-runner, the survey's answers.
+    report = run_job("pgfleet restore", dict(
+        restore_type="time", restore_time=target, restore_confirm="mol-bk-pg1", restore_backup="incr"))
     rto = time.monotonic() - start
-    assert report["rc"] == 0
     # The restore and the replica's clone said how far they were while they ran.
     assert "[mol-bk-pg1] pgBackRest restore: " in report["progress"], report["progress"]
     assert "[mol-bk-pg2] clone of mol-bk-pg1 into " in report["progress"], report["progress"]
