@@ -22,7 +22,7 @@ REGION = "eu-west-1"  # example_secrets_region
 STORED = {name: f"stored-{name}-value" for name in [
     "pgbouncer_auth_password", "redis_app_password", "redis_exporter_password", "exporters_basic_auth_password",
     "pg_logical_dump_passphrase", "pgbackrest_s3_cipher_pass", "backup_s3_key", "backup_s3_key_secret",
-    "pg_orders_service_password", "pg_accounts_service_password"]}
+    "pg_orders_service_password", "pg_accounts_service_password", "fleet_ca_key", "fleet_ca_cert"]}
 VAULTED = {"pg_replication_password": "example-replication-secret", "redis_admin_password": "example-redis-admin-secret",
            "pgbackrest_cipher_pass": "example-backup-cipher-passphrase-0123456789"}
 
@@ -77,6 +77,8 @@ def test_every_host_resolves_its_secrets_from_vault_and_secrets_manager(aws):
     assert rc == 0, output
     assert values == {"cache1.example.internal": [VAULTED["redis_admin_password"], STORED["redis_exporter_password"],
                                                   STORED["redis_app_password"]]}
+    values, rc, output = resolve(env, "all", "[fleet_tls_ca_key_content, fleet_tls_ca_cert_content]")
+    assert rc == 0 and set(map(tuple, values.values())) == {(STORED["fleet_ca_key"], STORED["fleet_ca_cert"])}, output
     values, rc, output = resolve(env, "pgbouncer", "pgbouncer_auth_password")
     assert rc == 0 and values == {"bouncer1.example.internal": STORED["pgbouncer_auth_password"]}, output
 

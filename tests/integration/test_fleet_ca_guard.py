@@ -1,6 +1,8 @@
 """fleet_tls on a controller that lacks the fleet CA (a new laptop, a fresh AWX job
 container): it makes the CA for a new fleet, but stops, naming the host and what to do,
-before a second CA would re-issue the certificates of a fleet that has them. The role runs
+before a second CA would re-issue the certificates of a fleet that has them; or it takes
+the CA from AWS Secrets Manager (moto's server on loopback) and keeps nothing of it on the
+controller. The role runs
 for real on this machine (connection local) into temporary directories."""
 
 import json
@@ -9,7 +11,10 @@ import subprocess
 import sys
 import textwrap
 
+import boto3
 import pytest
+
+from services import start_moto, stop_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,9 +44,9 @@ def fixture_play(tmp_path):
     host_dir = tmp_path / "host"
     host_dir.mkdir()
 
-    def run(ca_dir, *args):
+    def run(ca_dir, *args, env=None):
         env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-                   ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+                   ANSIBLE_LOAD_CALLBACK_PLUGINS="1", **(env or {}))
         proc = subprocess.run(["ansible-playbook", "-i", "localhost,", str(path), "-e", f"ca_dir={ca_dir}", "-e", f"host_dir={host_dir}",
                                *args], env=env, capture_output=True, text=True, timeout=300, check=False)
         return proc.returncode, json.loads(proc.stdout), proc.stdout + proc.stderr
@@ -83,3 +88,51 @@ def test_a_controller_without_the_ca_stops_before_replacing_the_fleets_certifica
     assert (host_dir / "root.crt").read_text() == (tmp_path / "new-controller-pki" / "ca.crt").read_text()
     assert (host_dir / "server.crt").read_bytes() != before["server.crt"]
     assert (host_dir / "server.key").read_bytes() == before["server.key"]  # the host's key stays
+
+
+@pytest.fixture(name="stored_ca")
+def fixture_stored_ca(tmp_path):
+    """A CA made with openssl, its key and certificate stored in moto's Secrets Manager."""
+    ca = tmp_path / "stored"
+    ca.mkdir()
+    subprocess.run(["openssl", "ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", str(ca / "ca.key")], check=True)
+    subprocess.run(["openssl", "req", "-x509", "-new", "-key", str(ca / "ca.key"), "-subj", "/CN=pgfleet stored CA",
+                    "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                    "-out", str(ca / "ca.crt")], check=True, capture_output=True)
+    proc, port = start_moto()
+    env = {"AWS_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    client = boto3.client("secretsmanager", endpoint_url=env["AWS_URL"], region_name="eu-west-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    for name in ("ca.key", "ca.crt"):
+        client.create_secret(Name=f"pgfleet/test/{name}", SecretString=(ca / name).read_text())
+    yield ca, env
+    stop_process(proc)
+
+
+def lookup(name):
+    return "{{ lookup('amazon.aws.secretsmanager_secret', 'pgfleet/test/%s', region='eu-west-1') }}" % name
+
+
+def test_a_ca_from_secrets_manager_signs_and_leaves_nothing_on_the_controller(play, tmp_path, stored_ca):
+    run, host_dir = play
+    ca, aws = stored_ca
+    controller = tmp_path / "controller-pki"
+    stored = json.dumps({"fleet_tls_ca_key_content": lookup("ca.key"), "fleet_tls_ca_cert_content": lookup("ca.crt")})
+    for attempt in ("first", "second"):
+        rc, report, output = run(controller, "-e", stored, env=aws)
+        assert rc == 0, output
+        assert (changed(report) != []) == (attempt == "first"), (attempt, changed(report))
+        assert (ca / "ca.key").read_text().strip().splitlines()[1] not in output  # the key is never printed
+    assert not controller.exists()  # no CA directory, no key on the controller
+    assert (host_dir / "root.crt").read_text().strip() == (ca / "ca.crt").read_text().strip()
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(ca / "ca.crt"), str(host_dir / "server.crt")],
+                            capture_output=True, text=True, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_stored_key_without_its_certificate_is_refused(play, tmp_path, stored_ca):
+    run, host_dir = play
+    _, aws = stored_ca
+    rc, _report, output = run(tmp_path / "pki", "-e", json.dumps({"fleet_tls_ca_key_content": lookup("ca.key")}), env=aws)
+    assert rc != 0 and "fleet_tls_ca_key_content and fleet_tls_ca_cert_content go together" in output, output
+    assert not (tmp_path / "pki").exists() and not any(host_dir.iterdir())
