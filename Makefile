@@ -62,7 +62,7 @@ LAYERS := lint sanity unit integration molecule
 # Runs every layer even after one fails, then prints a tally and fails if any did.
 test: prereqs venv images ## every test layer: lint, sanity, unit, integration, molecule
 	@passed=0; failed=0; failures=""; start=$$(date +%s); times=""
-	rm -f $(LAB)/molecule-times
+	rm -f $(LAB)/molecule-times $(LAB)/molecule-failures
 	for layer in $(LAYERS); do
 	  echo "=== pgfleet: $$layer"; t=$$(date +%s)
 	  if $(MAKE) --no-print-directory $$layer; then passed=$$((passed+1)); r=passed; else failed=$$((failed+1)); failures="$$failures $$layer"; r=FAILED; fi
@@ -70,6 +70,7 @@ test: prereqs venv images ## every test layer: lint, sanity, unit, integration, 
 	done
 	printf "pgfleet: each layer's time\n$$times"
 	[ ! -f $(LAB)/molecule-times ] || { echo "pgfleet: each scenario's time (MOLECULE_LANES side by side, then MOLECULE_SOLO)"; sed 's/^=== pgfleet: molecule /  /' $(LAB)/molecule-times; }
+	[ ! -s $(LAB)/molecule-failures ] || { echo "pgfleet: the Molecule tests that failed"; cat $(LAB)/molecule-failures; }
 	echo "pgfleet: test layers took $$(( $$(date +%s) - start )) s${failures:+; failed:$$failures}"
 	echo "layers: $$passed passed, $$failed failed"
 	[ $$failed -eq 0 ]
@@ -97,6 +98,8 @@ SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/m
 # Molecule installs the collection into ~/.ansible before each scenario, and two installs
 # at once collide. Every scenario runs even after one fails (`molecule test --all` stops
 # at the first); each line of a lane's output carries the scenario's name.
+# COLUMNS: Molecule wraps its output at the terminal's width (80 without one); wider, each
+# failed test's name stays on one line for the summary at the end.
 MOLECULE_LANES ?= default backup,redis_sentinel
 MOLECULE_SOLO ?= ha
 
@@ -108,7 +111,7 @@ molecule: prereqs venv images ## converge, idempotence, --check and verify each 
 	  export HOME=$(LAB)/molecule-home/$${1//,/-}; mkdir -p "$$HOME"
 	  for scenario in $${1//,/ }; do
 	    t=$$(date +%s)
-	    if molecule test -s $$scenario 2>&1 | sed -u "s/^/[$$scenario] /"; then r=passed; else r=FAILED; fi
+	    if COLUMNS=400 molecule test -s $$scenario 2>&1 | tee "$$results/$$scenario.log" | sed -u "s/^/[$$scenario] /"; then r=passed; else r=FAILED; fi
 	    echo "=== pgfleet: molecule $$scenario $$r in $$(( $$(date +%s) - t )) s" | tee -a "$$results/summary"
 	  done
 	}
@@ -117,7 +120,9 @@ molecule: prereqs venv images ## converge, idempotence, --check and verify each 
 	for l in $(MOLECULE_SOLO); do lane $$l; done
 	tee $(LAB)/molecule-times < "$$results/summary"
 	failed=$$(awk '$$5 == "FAILED" {print $$4}' "$$results/summary" | xargs)
-	[ -z "$$failed" ] || { echo "molecule scenarios failed: $$failed"; exit 1; }
+	# The failed tests' names, again at the end of `make test` (CI shows a run's last lines).
+	for s in $$failed; do sed 's/\x1b\[[0-9;]*m//g' "$$results/$$s.log" | grep -a -E -o "(FAILED|ERROR) tests/[^ ]+( - .{0,160})?" | sed "s/^/  $$s: /"; done > $(LAB)/molecule-failures
+	[ -z "$$failed" ] || { echo "molecule scenarios failed: $$failed"; cat $(LAB)/molecule-failures; exit 1; }
 
 BENCHES := partition_vs_partman redis_aof_vs_off pgbench_tuned_vs_default pgbouncer_vs_direct pgbouncer_1000_clients pgbackrest_vs_pg_dump converge_scaling
 
