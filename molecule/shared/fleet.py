@@ -84,13 +84,13 @@ def converge(*args, expect_success=True):
     return run_playbook(os.path.join(SCENARIO, "converge.yml"), *args, expect_success=expect_success)
 
 
-def run_playbook(path, *args, expect_success=True, inventory=None):
+def run_playbook(path, *args, expect_success=True, inventory=None, env=None):
     """Run PATH (or a name under playbooks/) against the scenario's fleet (or INVENTORY);
     return its JSON report with 'rc' and 'progress' (what it printed on standard error: the
     progress lines of long steps)."""
     if not os.path.isabs(path):
         path = os.path.join(PLAYBOOKS, path)
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_FORCE_COLOR="0")
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_FORCE_COLOR="0", **(env or {}))
     proc = subprocess.run(["ansible-playbook", "-i", inventory or INVENTORY, path, *args],
                           env=env, capture_output=True, text=True, timeout=900, check=False)
     if expect_success:

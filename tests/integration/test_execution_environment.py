@@ -35,7 +35,7 @@ def test_the_context_carries_the_collections_python_and_system_requirements(cont
     with open(os.path.join(ROOT, "collections", "requirements.yml"), encoding="utf-8") as f:
         assert galaxy == yaml.safe_load(f)
     python = (context / "_build" / "requirements.txt").read_text().split()
-    assert {re.split(r"[<>=]", line)[0] for line in python} == {"cryptography", "passlib", "bcrypt", "kubernetes"}
+    assert {re.split(r"[<>=]", line)[0] for line in python} == {"cryptography", "passlib", "bcrypt", "kubernetes", "boto3"}
     containerfile = (context / "Containerfile").read_text()
     assert 'ANSIBLE_INSTALL_REFS="ansible-core==2.19.14 ansible-runner==2.4.3"' in containerfile
     assert "openssh-clients" in (context / "_build" / "bindep.txt").read_text()
@@ -44,7 +44,7 @@ def test_the_context_carries_the_collections_python_and_system_requirements(cont
 def test_every_playbook_parses_with_the_ee_requirements_only(ee):
     listed = run([os.path.join(ee["bin"], "ansible-galaxy"), "collection", "list", "--format", "json"], env=ee["env"]).stdout
     names = {name for path in json.loads(listed).values() for name in path}
-    assert {"community.postgresql", "community.crypto", "community.general", "kubernetes.core"} <= names
+    assert {"amazon.aws", "community.postgresql", "community.crypto", "community.general", "kubernetes.core"} <= names
     assert "containers.podman" not in names and "ansible.posix" not in names
     playbooks = ["site.yml"] + sorted(glob.glob(os.path.join(ROOT, "playbooks", "*.yml")))
     for playbook in playbooks:

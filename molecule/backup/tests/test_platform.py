@@ -6,10 +6,15 @@ row-level-security modules against PostgreSQL 17."""
 import json
 import os
 import re
+import socket
+import subprocess
+import sys
 import time
 
+import boto3
+
 from conftest import sql
-from fleet import PLAYBOOKS, adhoc, https_get, run_playbook, secret
+from fleet import PLAYBOOKS, adhoc, https_get, run_job, run_playbook, secret, wait_for
 
 RULES = os.path.join(PLAYBOOKS, "..", "roles", "monitoring", "templates", "pgfleet-alerts.yml.j2")
 CA = "/etc/prometheus/tls/root.crt"
@@ -61,15 +66,54 @@ def test_security_audit_finds_nothing_critical():
     assert all(s["changed"] == 0 for s in report["stats"].values()), json.dumps(report["stats"])
 
 
-def test_performance_report_renders(primary, tmp_path):
+def test_performance_report_renders_goes_to_s3_and_comes_back_as_job_artifacts(primary, tmp_path):
+    """The report on the controller, in S3 (moto's server on loopback stands in) and, run as
+    AWX's job template, in the job's artifacts (what AWX keeps after its job container)."""
     sql(primary, "SELECT pg_sleep(0.1)", db="payments_db")
-    run_playbook("performance_report.yml", "-e", f"report_dest={tmp_path}")
-    stamp = time.strftime("%Y-%m-%d", time.gmtime())
-    text = (tmp_path / "mol-bk-pg1" / f"payments_db-{stamp}.md").read_text(encoding="utf-8")
+    port = free_port()
+    moto = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        aws = {"AWS_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_REGION": "eu-west-1"}
+        s3 = boto3.client("s3", endpoint_url=aws["AWS_URL"], region_name="eu-west-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        assert wait_for(lambda: reachable(port), timeout=30), "moto_server did not start"
+        s3.create_bucket(Bucket="pgfleet-reports", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        run_playbook("performance_report.yml", "-e", f"report_dest={tmp_path}", "-e", "performance_report_s3_bucket=pgfleet-reports",
+                     env=aws)
+        stamp = time.strftime("%Y-%m-%d", time.gmtime())
+        name = f"payments_db-{stamp}.md"
+        text = (tmp_path / "mol-bk-pg1" / name).read_text(encoding="utf-8")
+        stored = s3.get_object(Bucket="pgfleet-reports", Key=f"pgfleet/performance-reports/mol-bk-pg1/{name}")["Body"].read()
+        assert stored.decode() == text
+    finally:
+        moto.terminate()
+        moto.wait(10)
     assert text.startswith("# Performance report: payments_db on mol-bk-pg1")
     for title in ("Top statements by total time", "Index usage", "Table bloat (estimate)"):
         assert f"\n## {title}\n" in text, title
     assert "pg_sleep" in text
+
+    job = run_job("pgfleet performance report", {"report_dest": str(tmp_path / "job")})
+    (stats,) = [e for e in job["events"] if e["event"] == "playbook_on_stats"]
+    artifacts = stats["event_data"]["artifact_data"]["performance_reports"]
+    assert set(artifacts) == {"mol-bk-pg1"}  # the standby writes none
+    assert artifacts["mol-bk-pg1"][name].startswith("# Performance report: payments_db on mol-bk-pg1")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reachable(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def test_partition_and_rls_modules_on_postgresql_17(primary):
