@@ -8,6 +8,8 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 from fleet import assert_check_mode_clean, converge, hosts_of, secret, wait_for  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 
+# The admin password is Vault-encrypted in group_vars/all/secrets.yml (test-only vault-password).
+ADMIN_PASSWORD = "vaulted-redis-admin-password-7Qm2xK"
 SENTINEL_PORT = 26379
 REDIS_PORT = 6380  # TLS; the plain port is shut
 TLS = "--tls --cacert /etc/ssl/redis/root.crt"
@@ -23,7 +25,7 @@ def cli(host, user, *args, port=REDIS_PORT):
     if port == SENTINEL_PORT:
         password, login = secret("redis_sentinel_password"), ""
     else:
-        password = secret("redis_app_password" if user == "app" else "redis_admin_password")
+        password = secret("redis_app_password") if user == "app" else ADMIN_PASSWORD
         login = f"--user {user}"
     result = host.run(f"REDISCLI_AUTH=%s redis-cli {TLS} --no-auth-warning -h 127.0.0.1 -p {port} {login} --raw "
                       + " ".join(["%s"] * len(args)), password, *args)
