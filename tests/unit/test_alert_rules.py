@@ -44,7 +44,7 @@ def promtool(*args, cwd):
 def test_rules_pass_promtool_check(rules_dir):
     out = promtool("check", "rules", "pgfleet-alerts.yml", cwd=rules_dir)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 30 rules found" in out.stdout
+    assert "SUCCESS: 32 rules found" in out.stdout
 
 
 def test_every_rule_has_unit_tests_that_pass(rules_dir):
