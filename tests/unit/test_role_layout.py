@@ -100,3 +100,16 @@ def test_only_the_core_tests_how_postgresql_runs():
             found += [f"{os.path.relpath(path, ROOT)}:{n}" for n, line in enumerate(f, 1)
                       if branching.search(line) and not line.lstrip().startswith("#")]
     assert found == []
+
+
+def test_every_spec_default_is_a_default_of_the_role():
+    """A spec's default that defaults/main.yml lost (a bad edit) would otherwise surface only
+    in a converge, as an undefined variable."""
+    lost = {}
+    for role in ROLES:
+        options = specs(role)["main"].get("options") or {}
+        defaults = load("roles", role, "defaults", "main.yml")
+        names = [name for name, spec in options.items() if "default" in spec and name not in defaults]
+        if names:
+            lost[role] = names
+    assert lost == {}
