@@ -85,7 +85,7 @@ unit: venv ## pytest unit tests
 	pytest tests/unit
 
 integration: prereqs venv ## pytest against real PostgreSQL clusters on this host
-	pytest tests/integration
+	pytest -n 2 --dist loadfile tests/integration
 
 SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
