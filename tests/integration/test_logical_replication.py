@@ -57,6 +57,8 @@ def clusters():
             conn = cluster.connect()  # autocommit: `with conn` would open a transaction block
             try:
                 conn.cursor().execute("CREATE DATABASE shop")
+                # As databases.yml leaves a service database: closed to all but those granted.
+                conn.cursor().execute("REVOKE CONNECT, TEMPORARY ON DATABASE shop FROM PUBLIC")
             finally:
                 conn.close()
             cluster.query(SCHEMA, dbname="shop")
@@ -103,7 +105,7 @@ def test_subscription_copies_streams_and_converges(clusters, tmp_path, work):  #
     inv = inventory(tmp_path / "inv.yml", publisher, subscriber, tls)
 
     report = play(tmp_path, inv)
-    assert report["stats"]["pub"]["changed"] == 3  # user, membership, publication
+    assert report["stats"]["pub"]["changed"] == 4  # user, membership, CONNECT, publication
     assert report["stats"]["sub"]["changed"] == 2  # password file, subscription
     until(lambda: rows(subscriber) == (500, 500), "the initial copy never arrived", timeout=60)
     publisher.query("INSERT INTO orders SELECT g, 'after' FROM generate_series(501, 600) g", dbname="shop")
@@ -179,3 +181,32 @@ def test_a_dropped_subscription_leaves_no_slot(clusters, tmp_path):
     assert subscriber.query("SELECT count(*) FROM pg_subscription") == [(0,)]
     assert publisher.query("SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'logical'") == [(0,)]
     assert play(tmp_path, inv)["stats"]["sub"]["changed"] == 0
+
+
+def test_a_publication_that_would_break_updates_is_refused(clusters, tmp_path):
+    """FOR ALL TABLES over a table without a primary key (or replica identity) would make every
+    UPDATE and DELETE on it fail: refused, naming the table; a table list or insert-only is fine."""
+    publisher, subscriber, tls = clusters
+    conn = publisher.connect()
+    try:
+        conn.cursor().execute("CREATE DATABASE ledger")
+        conn.cursor().execute("REVOKE CONNECT, TEMPORARY ON DATABASE ledger FROM PUBLIC")
+    finally:
+        conn.close()
+    publisher.query("CREATE TABLE no_key (at timestamptz, v int); CREATE TABLE with_key (id int PRIMARY KEY, v int);"
+                    "INSERT INTO no_key VALUES (now(), 1)", dbname="ledger")
+    refused = inventory(tmp_path / "inv.yml", publisher, subscriber, tls, subscriptions=[],
+                        publications=[{"name": "ledger_all", "db": "ledger"}])
+    report = play(tmp_path, refused, expect_rc=2)
+    failed = [h for p in report["plays"] for t in p["tasks"] for h in t["hosts"].values() if h.get("failed")]
+    assert "publication ledger_all in ledger would publish public.no_key: UPDATE and DELETE" in failed[0]["msg"]
+    assert publisher.query("SELECT count(*) FROM pg_publication", dbname="ledger") == [(0,)]
+    assert publisher.query("UPDATE no_key SET v = 2", dbname="ledger") is None  # writes still work
+
+    fine = inventory(tmp_path / "inv.yml", publisher, subscriber, tls, subscriptions=[], publications=[
+        {"name": "ledger_keyed", "db": "ledger", "tables": ["public.with_key"]},
+        {"name": "ledger_inserts", "db": "ledger", "publish": ["insert", "truncate"]}])
+    assert play(tmp_path, fine)["stats"]["pub"]["changed"] == 2  # the CONNECT grant, the publications (one task)
+    assert publisher.query("SELECT pubname, puballtables, pubupdate FROM pg_publication ORDER BY 1", dbname="ledger") == [
+        ("ledger_inserts", True, False), ("ledger_keyed", False, True)]
+    assert publisher.query("UPDATE no_key SET v = 3", dbname="ledger") is None

@@ -10,8 +10,8 @@ from pgbackrest_progress import pgbackrest_progress  # noqa: E402  pylint: disab
 EARLIER_RUN = """\
 2026-12-07 01:00:00.000 P00   INFO: backup command begin 2.54.2: --stanza=main
 -------------------PROCESS START-------------------
-2026-12-07 01:00:01.000 P01 DETAIL: backup file /var/lib/postgresql/15/main/base/1/1259 (96KB, 12.50%) checksum 0a
-2026-12-07 01:00:02.000 P01 DETAIL: backup file /var/lib/postgresql/15/main/base/1/2608 (80KB, 100.00%) checksum 0b
+2026-12-07 01:00:01.000 P01 DETAIL: backup file /srv/pgdata/base/1/1259 (96KB, 12.50%) checksum 0a
+2026-12-07 01:00:02.000 P01 DETAIL: backup file /srv/pgdata/base/1/2608 (80KB, 100.00%) checksum 0b
 """
 
 

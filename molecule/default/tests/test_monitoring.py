@@ -64,7 +64,7 @@ def test_every_exporter_of_the_fleet_is_scraped_and_up(monitor):
     assert wait_for(lambda: set(targets()) == expected and all(health == "up" for health, _error in targets().values()),
                     timeout=90, step=2), targets()
     rules = [r for g in api(monitor, "/api/v1/rules")["data"]["groups"] for r in g["rules"]]
-    assert len(rules) == 30 and all(r["health"] == "ok" for r in rules), rules
+    assert len(rules) == 32 and all(r["health"] == "ok" for r in rules), rules
     # The lab's override of a `for:` window reached the rules.
     assert {r["name"]: r["duration"] for r in rules}["PostgresDown"] == 15
 
