@@ -138,6 +138,19 @@ class PgCluster:
             cur.execute(sql, params)
             return cur.fetchall() if cur.description else None
 
+    def execute(self, *statements: str) -> None:
+        """Statements that refuse a transaction block (CREATE DATABASE, ALTER SYSTEM), one by one."""
+        conn = self.connect()  # autocommit: `with conn` would open a transaction block
+        try:
+            for statement in statements:
+                conn.cursor().execute(statement)
+        finally:
+            conn.close()
+
+    def create_database(self, name: str) -> None:
+        """A database closed to PUBLIC, as postgresql_primary's databases.yml leaves a service database."""
+        self.execute(f"CREATE DATABASE {name}", f"REVOKE CONNECT, TEMPORARY ON DATABASE {name} FROM PUBLIC")
+
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)

@@ -25,6 +25,7 @@ VALID = {
     "playbooks/restore_dump.yml": {"dump_database": "app_db"},
     "playbooks/failover.yml": {"failover_candidate": "pg2"},
     "playbooks/upgrade_check.yml": {"upgrade_source": "pg1", "upgrade_target": "pg2"},
+    "playbooks/upgrade_prepare.yml": {"upgrade_source": "pg1", "upgrade_target": "pg2"},
 }
 # Hosts whose every module call is refused at once (nothing on this machine is touched);
 # the input checks are assert tasks, which run on the controller.

@@ -54,13 +54,7 @@ def clusters():
         publisher.append_conf("wal_level = logical\n")
         for cluster in (publisher.start(), subscriber.start()):
             cluster.query("CREATE ROLE prometheus LOGIN IN ROLE pg_monitor")
-            conn = cluster.connect()  # autocommit: `with conn` would open a transaction block
-            try:
-                conn.cursor().execute("CREATE DATABASE shop")
-                # As databases.yml leaves a service database: closed to all but those granted.
-                conn.cursor().execute("REVOKE CONNECT, TEMPORARY ON DATABASE shop FROM PUBLIC")
-            finally:
-                conn.close()
+            cluster.create_database("shop")
             cluster.query(SCHEMA, dbname="shop")
         publisher.query("INSERT INTO orders SELECT g, 'before' FROM generate_series(1, 500) g", dbname="shop")
         yield publisher, subscriber, tls
@@ -187,12 +181,7 @@ def test_a_publication_that_would_break_updates_is_refused(clusters, tmp_path):
     """FOR ALL TABLES over a table without a primary key (or replica identity) would make every
     UPDATE and DELETE on it fail: refused, naming the table; a table list or insert-only is fine."""
     publisher, subscriber, tls = clusters
-    conn = publisher.connect()
-    try:
-        conn.cursor().execute("CREATE DATABASE ledger")
-        conn.cursor().execute("REVOKE CONNECT, TEMPORARY ON DATABASE ledger FROM PUBLIC")
-    finally:
-        conn.close()
+    publisher.create_database("ledger")
     publisher.query("CREATE TABLE no_key (at timestamptz, v int); CREATE TABLE with_key (id int PRIMARY KEY, v int);"
                     "INSERT INTO no_key VALUES (now(), 1)", dbname="ledger")
     refused = inventory(tmp_path / "inv.yml", publisher, subscriber, tls, subscriptions=[],

@@ -16,25 +16,19 @@ from pgcluster import PgCluster, free_port
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def create_database(cluster, name):
-    conn = cluster.connect()  # autocommit: CREATE DATABASE refuses a transaction block
-    try:
-        conn.cursor().execute(f"CREATE DATABASE {name}")
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module")
 def clusters():
-    source, target = PgCluster().init().start(), PgCluster().init().start()
+    source, target = PgCluster().init(), PgCluster().init().start()
     try:
+        source.append_conf("wal_level = logical\n")  # what site.yml sets once a publication is declared
+        source.start()
         for name in ("shop", "ledger"):
-            create_database(source, name)
+            source.create_database(name)
         source.query("CREATE TABLE orders (id bigint PRIMARY KEY, note text); INSERT INTO orders VALUES (1, 'a')", dbname="shop")
         source.query("CREATE TABLE entries (id bigint PRIMARY KEY); CREATE TABLE no_key (at timestamptz, v int);"
                      "CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY); SELECT lo_create(0)", dbname="ledger")
-        create_database(target, "shop")  # as site.yml leaves a service database: empty
-        create_database(target, "ledger")
+        target.create_database("shop")  # as site.yml leaves a service database: empty
+        target.create_database("ledger")
         target.query("CREATE TABLE stale (id int PRIMARY KEY)", dbname="ledger")
         yield source, target
     finally:
@@ -46,8 +40,9 @@ def run(tmp_path, source, target, *extra, source_port=None, expect_rc=0):
     # The host's python3 (Debian's psycopg2, as on a fleet host): postgres cannot run the venv's.
     common = dict(ansible_connection="local", ansible_python_interpreter="/usr/bin/python3", ansible_become_method="su")
     hosts = {"src": dict(common, pg_socket_dir=source.socket_dir, pg_port=source_port or source.port,
-                         pg_databases=[{"name": "shop"}, {"name": "ledger"}]),
-             "tgt": dict(common, pg_socket_dir=target.socket_dir, pg_port=target.port)}
+                         pg_databases=[{"name": "shop"}, {"name": "ledger"}],
+                         pg_publications=[{"name": "shop_pub", "db": "shop"}, {"name": "ledger_pub", "db": "ledger"}]),
+             "tgt": dict(common, pg_socket_dir=target.socket_dir, pg_port=target.port, pg_databases=[{"name": "shop"}])}
     inv = tmp_path / "hosts.yml"
     inv.write_text(yaml.safe_dump({"all": {"children": {"postgres": {"hosts": hosts}}}}))
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_FORCE_COLOR="0")
@@ -90,6 +85,17 @@ def test_every_problem_is_named_at_once_and_nothing_changes(clusters, tmp_path):
     _report, (verdict,) = run(tmp_path, source, target, "-e", "upgrade_source=src", "-e", "upgrade_target=tgt",
                               "-e", json.dumps({"upgrade_databases": ["shop", "nowhere"]}), expect_rc=2)
     assert 'database nowhere cannot be read on the source: ' in verdict["msg"] and 'does not exist' in verdict["msg"], verdict["msg"]
+    assert "the source declares no publication of all tables of nowhere (pg_publications: {name: nowhere_pub, db: nowhere})" in verdict["msg"]
+
+
+def test_a_source_without_logical_wal_and_a_target_with_tables_are_refused(clusters, tmp_path):
+    source, target = clusters
+    # The other way round: tgt runs wal_level=replica and declares no publication; src's shop has tables.
+    _report, (verdict,) = run(tmp_path, source, target, "-e", "upgrade_source=tgt", "-e", "upgrade_target=src", expect_rc=2)
+    for problem in ("the source runs wal_level=replica: declare its publications (pg_publications) and run site.yml",
+                    "the source declares no publication of all tables of shop",
+                    "the target's database shop is not empty: public.orders"):
+        assert problem in verdict["msg"], (problem, verdict["msg"])
 
 
 def test_a_source_that_cannot_be_read_is_named(clusters, tmp_path):
