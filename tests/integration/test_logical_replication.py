@@ -179,7 +179,8 @@ def test_a_dropped_subscription_leaves_no_slot(clusters, tmp_path):
 
 def test_a_publication_that_would_break_updates_is_refused(clusters, tmp_path):
     """FOR ALL TABLES over a table without a primary key (or replica identity) would make every
-    UPDATE and DELETE on it fail: refused, naming the table; a table list or insert-only is fine."""
+    UPDATE and DELETE on it fail: refused, naming the table; a table list or insert-only is fine.
+    Such a table created after the publication is already published: a warning, not a refusal."""
     publisher, subscriber, tls = clusters
     publisher.create_database("ledger")
     publisher.query("CREATE TABLE no_key (at timestamptz, v int); CREATE TABLE with_key (id int PRIMARY KEY, v int);"
@@ -199,3 +200,14 @@ def test_a_publication_that_would_break_updates_is_refused(clusters, tmp_path):
     assert publisher.query("SELECT pubname, puballtables, pubupdate FROM pg_publication ORDER BY 1", dbname="ledger") == [
         ("ledger_inserts", True, False), ("ledger_keyed", False, True)]
     assert publisher.query("UPDATE no_key SET v = 3", dbname="ledger") is None
+
+    publisher.query("ALTER TABLE no_key REPLICA IDENTITY FULL", dbname="ledger")
+    every = inventory(tmp_path / "inv.yml", publisher, subscriber, tls, subscriptions=[],
+                      publications=[{"name": "ledger_all", "db": "ledger"}])
+    assert play(tmp_path, every)["stats"]["pub"]["changed"] == 1
+    publisher.query("CREATE TABLE later (v int)", dbname="ledger")  # FOR ALL TABLES takes it in
+    report = play(tmp_path, every)
+    assert report["stats"]["pub"]["changed"] == 0
+    (warning,) = [h["msg"] for p in report["plays"] for t in p["tasks"] if t["task"]["name"].endswith("Warn about published tables without a replica identity")
+                  for h in t["hosts"].values() if not h.get("skipped")]
+    assert warning.startswith("WARNING: publication ledger_all in ledger publishes public.later: UPDATE and DELETE on them fail"), warning
