@@ -136,3 +136,42 @@ def test_a_stored_key_without_its_certificate_is_refused(play, tmp_path, stored_
     rc, _report, output = run(tmp_path / "pki", "-e", json.dumps({"fleet_tls_ca_key_content": lookup("ca.key")}), env=aws)
     assert rc != 0 and "fleet_tls_ca_key_content and fleet_tls_ca_cert_content go together" in output, output
     assert not (tmp_path / "pki").exists() and not any(host_dir.iterdir())
+
+
+BATCH = """
+- hosts: all
+  connection: local
+  gather_facts: true
+  gather_subset: [min]
+  vars:
+    ansible_python_interpreter: {python}
+    fleet_tls_package_checked: true
+  tasks:
+    - name: A certificate from the fleet CA
+      ansible.builtin.include_role:
+        name: pgfleet.core.fleet_tls
+      vars:
+        fleet_tls_ca_dir: "{{{{ ca_dir }}}}"
+        fleet_tls_dir: "{{{{ host_dir }}}}/{{{{ inventory_hostname }}}}"
+        fleet_tls_addresses: []
+"""
+
+
+def test_a_batch_whose_first_host_checked_the_ca_already_gives_the_others_theirs(tmp_path):
+    """site.yml runs fleet_tls in several plays: the first host of a later play may have checked
+    the CA in an earlier one while the others have not (the lab's backup host in the exporters
+    play). The CA's run_once look must still reach them all."""
+    ca_dir, host_dir = tmp_path / "pki", tmp_path / "hosts"
+    for name in ("first", "second"):
+        (host_dir / name).mkdir(parents=True)
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"first": {"fleet_tls_cas_checked": [str(ca_dir)]}, "second": {}}}}))
+    book = tmp_path / "batch.yml"
+    book.write_text(textwrap.dedent(BATCH.format(python=sys.executable)))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    proc = subprocess.run(["ansible-playbook", "-i", str(inventory), str(book), "-e", f"ca_dir={ca_dir}", "-e", f"host_dir={host_dir}"],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    for name in ("first", "second"):
+        assert (host_dir / name / "server.crt").exists() and (host_dir / name / "root.crt").exists(), name
+    assert (ca_dir / "ca.key").exists()
