@@ -62,7 +62,7 @@ LAYERS := lint sanity unit integration molecule
 # Runs every layer even after one fails, then prints a tally and fails if any did.
 test: prereqs venv images ## every test layer: lint, sanity, unit, integration, molecule
 	@passed=0; failed=0; failures=""; start=$$(date +%s); times=""
-	rm -f $(LAB)/molecule-times $(LAB)/molecule-failures
+	rm -f $(LAB)/molecule-times $(LAB)/molecule-failures $(LAB)/unit.log $(LAB)/integration.log
 	for layer in $(LAYERS); do
 	  echo "=== pgfleet: $$layer"; t=$$(date +%s)
 	  if $(MAKE) --no-print-directory $$layer; then passed=$$((passed+1)); r=passed; else failed=$$((failed+1)); failures="$$failures $$layer"; r=FAILED; fi
@@ -71,6 +71,9 @@ test: prereqs venv images ## every test layer: lint, sanity, unit, integration, 
 	printf "pgfleet: each layer's time\n$$times"
 	[ ! -f $(LAB)/molecule-times ] || { echo "pgfleet: each scenario's time (MOLECULE_LANES side by side, then MOLECULE_SOLO)"; sed 's/^=== pgfleet: molecule /  /' $(LAB)/molecule-times; }
 	[ ! -s $(LAB)/molecule-failures ] || { echo "pgfleet: the Molecule tests that failed"; cat $(LAB)/molecule-failures; }
+	# pytest's own summary lines of the failed tests, again at the end (CI shows a run's last lines).
+	pytest_failed=$$(for l in unit integration; do [ ! -f $(LAB)/$$l.log ] || grep -a -E "^(FAILED|ERROR) tests/" $(LAB)/$$l.log | cut -c1-300 | sed "s/^/  $$l: /"; done; true)
+	[ -z "$$pytest_failed" ] || printf 'pgfleet: the pytest tests that failed\n%s\n' "$$pytest_failed"
 	echo "pgfleet: test layers took $$(( $$(date +%s) - start )) s${failures:+; failed:$$failures}"
 	echo "layers: $$passed passed, $$failed failed"
 	[ $$failed -eq 0 ]
@@ -82,10 +85,10 @@ sanity: venv ## ansible-test sanity on the built collection
 	bash tests/sanity.sh
 
 unit: venv ## pytest unit tests
-	pytest tests/unit
+	mkdir -p $(LAB); pytest -rfE tests/unit 2>&1 | tee $(LAB)/unit.log
 
 integration: prereqs venv ## pytest against real PostgreSQL clusters on this host
-	pytest -n 2 --dist loadfile tests/integration
+	mkdir -p $(LAB); pytest -n 2 --dist loadfile -rfE tests/integration 2>&1 | tee $(LAB)/integration.log
 
 SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 

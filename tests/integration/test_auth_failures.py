@@ -22,6 +22,14 @@ def refused_logins(port, attempts):
                              connect_timeout=5).close()
 
 
+def counted_soon(work, logs, expected, timeout=20):
+    """The server writes its log asynchronously to us: read until the count is reached."""
+    deadline = time.monotonic() + timeout
+    while (found := counted(work, *logs)) != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
 def counted(work, *logs):
     subprocess.run([SCRIPT, f"{work}/state.json", work, *logs], check=True)
     with open(f"{work}/pgfleet_auth_failures.prom", encoding="utf-8") as f:
@@ -52,14 +60,12 @@ def test_postgresql_refusals_are_counted_across_a_rotation(server, work):
     psycopg2.connect(host="127.0.0.1", port=server.port, dbname="postgres", user="app", password="right").close()
     # A wrong password, a role that does not exist, and a user no hba line admits.
     refused_logins(server.port, [("app", "wrong"), ("ghost", "x"), ("postgres", "x")])
-    time.sleep(0.3)  # the logging collector is not in the way, but the write is asynchronous to us
-    assert counted(work, log) == {"postgresql": 3}
+    assert counted_soon(work, [log], {"postgresql": 3}) == {"postgresql": 3}
     assert counted(work, log) == {"postgresql": 3}, "a second read counted the same lines again"
     # copytruncate, as Debian's logrotate does for PostgreSQL's log: the file starts again.
     os.truncate(server.logfile, 0)
     refused_logins(server.port, [("app", "wrong")])
-    time.sleep(0.3)
-    assert counted(work, log) == {"postgresql": 4}
+    assert counted_soon(work, [log], {"postgresql": 4}) == {"postgresql": 4}
     # A half-written line is read once it ends.
     with open(server.logfile, "ab") as f:
         f.write(b"2026-01-01 00:00:00 UTC [1] app@postgres FATAL:  password authentication")
@@ -98,12 +104,13 @@ auth_file = {work}/userlist.txt
         while not os.path.exists(f"{work}/pgbouncer.pid"):
             assert time.monotonic() < deadline, "PgBouncer did not start"
             time.sleep(0.1)
-        time.sleep(0.3)
+        while subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)], check=False).returncode == 2:
+            assert time.monotonic() < deadline, "PgBouncer did not listen"
+            time.sleep(0.1)
         psycopg2.connect(host="127.0.0.1", port=port, dbname="postgres", user="app", password="right").close()
         refused_logins(port, [("app", "wrong"), ("nobody", "x"), ("blocked", "right")])
-        time.sleep(0.3)
         logs = [f"pgbouncer={work}/pgbouncer.log", f"postgresql={server.logfile}"]
-        assert counted(work, *logs) == {"pgbouncer": 3, "postgresql": 0}
+        assert counted_soon(work, logs, {"pgbouncer": 3, "postgresql": 0}) == {"pgbouncer": 3, "postgresql": 0}
     finally:
         subprocess.run(["pkill", "-f", f"pgbouncer -d {ini}"], check=False)
 
