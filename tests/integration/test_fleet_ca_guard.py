@@ -69,6 +69,32 @@ def test_a_new_fleet_gets_its_ca_and_a_second_run_changes_nothing(play, tmp_path
     assert rc == 0 and changed(report) == [], output
 
 
+def test_a_converged_host_is_read_once_and_anything_that_differs_is_issued_again(play, tmp_path):
+    """A converged host skips the key, request, signature and copies (one read instead); a
+    changed mode, a foreign root.crt or a replaced key each bring the work back."""
+    run, host_dir = play
+    assert run(tmp_path / "pki")[0] == 0
+    rc, report, output = run(tmp_path / "pki")
+    assert rc == 0 and changed(report) == [], output
+    ran = [t["task"]["name"] for p in report["plays"] for t in p["tasks"] if any(not h.get("skipped") for h in t["hosts"].values())]
+    assert not [n for n in ran if n.endswith(("Create the host key", "Sign the host certificate on the controller"))], ran
+
+    (host_dir / "server.crt").chmod(0o600)
+    (host_dir / "root.crt").write_text("not the fleet's CA\n")
+    rc, report, output = run(tmp_path / "pki")
+    assert rc == 0 and changed(report) == ["pgfleet.core.fleet_tls : Install the host certificate and the CA certificate"], output
+    assert oct((host_dir / "server.crt").stat().st_mode & 0o777) == "0o644"
+    assert (host_dir / "root.crt").read_text() == (tmp_path / "pki" / "ca.crt").read_text()
+
+    old_cert = (host_dir / "server.crt").read_bytes()
+    (host_dir / "server.key").unlink()
+    rc, report, output = run(tmp_path / "pki")
+    assert rc == 0, output
+    key = subprocess.run(["openssl", "pkey", "-in", str(host_dir / "server.key"), "-pubout"], capture_output=True, text=True, check=True)
+    cert = subprocess.run(["openssl", "x509", "-in", str(host_dir / "server.crt"), "-noout", "-pubkey"], capture_output=True, text=True, check=True)
+    assert key.stdout == cert.stdout and (host_dir / "server.crt").read_bytes() != old_cert
+    assert run(tmp_path / "pki")[1]["stats"]["localhost"]["changed"] == 0
+
 def test_a_controller_without_the_ca_stops_before_replacing_the_fleets_certificates(play, tmp_path):
     run, host_dir = play
     assert run(tmp_path / "pki")[0] == 0
