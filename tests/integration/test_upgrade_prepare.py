@@ -111,3 +111,15 @@ def test_prepare_copies_subscribes_catches_up_and_converges(fleet):
     again = run(inv, prepare, *answers)
     assert all(s["changed"] == 0 for s in again["stats"].values()), again["stats"]
     assert rows(target) == (20100, 20100)
+
+    # DDL is not replicated: a column added on the source alone is named, nothing changes,
+    # and once the target has it too the rows written meanwhile arrive.
+    source.query("ALTER TABLE orders ADD COLUMN channel text; INSERT INTO orders (note, channel) VALUES ('ddl', 'web')", dbname="shop")
+    drift = run(inv, prepare, *answers, expect_rc=2)
+    (refusal,) = [m for m in messages(drift, "Refuse schemas that differ") if m != "All assertions passed"]
+    assert "shop: column public.orders.channel is text on src only" in refusal, refusal
+    assert all(s["changed"] == 0 for s in drift["stats"].values()), drift["stats"]
+    target.query("ALTER TABLE orders ADD COLUMN channel text", dbname="shop")
+    run(inv, prepare, *answers)
+    until(lambda: target.query("SELECT channel FROM orders WHERE note = 'ddl'", dbname="shop") == [("web",)],
+          "the row written during the drift never arrived", timeout=60)
