@@ -42,6 +42,9 @@ DRIFT = {  # a privilege taken away on a converged primary, and how to see it is
     "lookup to PUBLIC": ("GRANT EXECUTE ON FUNCTION pgbouncer.get_auth(text) TO PUBLIC",
                          "SELECT NOT EXISTS (SELECT FROM pg_proc p, aclexplode(p.proacl) a WHERE p.proname = 'get_auth' "
                          "AND a.grantee = 0)"),
+    "database closed to PUBLIC": ("GRANT CONNECT ON DATABASE shop TO PUBLIC",
+                                  "SELECT NOT EXISTS (SELECT FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = 'shop' "
+                                  "AND a.grantee = 0)"),
     "lookup user's schema": ("REVOKE USAGE ON SCHEMA pgbouncer FROM pgbouncer_auth",
                              "SELECT has_schema_privilege('pgbouncer_auth', 'pgbouncer', 'USAGE')"),
 }
@@ -93,6 +96,7 @@ def test_a_converged_primary_is_read_once_and_taken_privileges_come_back(primary
     assert ran(again, "Grant the user its privileges on the database") == 0
     assert ran(again, "Let only the lookup user call it in shop") == 0
     assert ran(again, "Create the pgbouncer schema in shop") == 0
+    assert ran(again, "Create the databases") == 0 and ran(again, "Allow no one to connect unless granted") == 0
 
     # --check sees them all and changes nothing.
     for revoke, present in DRIFT.values():
