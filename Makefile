@@ -58,25 +58,38 @@ lab-destroy: ## remove the lab fleet's containers and network
 	@if [ -x $(BIN)/ansible-playbook ]; then ansible-playbook lab/fleet.yml -e lab_state=absent; fi
 
 LAYERS := lint sanity unit integration molecule
+# Run one after another beside integration: one core at most (about 80 s), where
+# integration leaves a quarter of the two idle (its playbooks wait on their servers).
+# Their output follows integration's.
+BESIDE_INTEGRATION := lint sanity unit
 
 # Runs every layer even after one fails, then prints a tally and fails if any did.
 test: prereqs venv images ## every test layer: lint, sanity, unit, integration, molecule
-	@passed=0; failed=0; failures=""; start=$$(date +%s); times=""
-	rm -f $(LAB)/molecule-times $(LAB)/molecule-failures $(LAB)/unit.log $(LAB)/integration.log
-	for layer in $(LAYERS); do
-	  echo "=== pgfleet: $$layer"; t=$$(date +%s)
-	  if $(MAKE) --no-print-directory $$layer; then passed=$$((passed+1)); r=passed; else failed=$$((failed+1)); failures="$$failures $$layer"; r=FAILED; fi
-	  line="$$layer $$r in $$(( $$(date +%s) - t )) s"; echo "=== pgfleet: $$line"; times="$$times  $$line\n"
+	@start=$$(date +%s); results=$(LAB)/layer-results; mkdir -p $(LAB)
+	rm -f $$results $(LAB)/molecule-times $(LAB)/molecule-failures $(LAB)/unit.log $(LAB)/integration.log
+	layer() {
+	  echo "=== pgfleet: $$1"; t=$$(date +%s)
+	  if $(MAKE) --no-print-directory $$1; then r=passed; else r=FAILED; fi
+	  echo "$$1 $$r in $$(( $$(date +%s) - t )) s" | tee -a $$results | sed 's/^/=== pgfleet: /'
+	}
+	( for l in $(BESIDE_INTEGRATION); do layer $$l; done ) > $(LAB)/beside.log 2>&1 & beside=$$!
+	joined() { [ -z "$$beside" ] || { wait $$beside || true; cat $(LAB)/beside.log; beside=; }; }
+	for l in $(filter-out $(BESIDE_INTEGRATION),$(LAYERS)); do
+	  [ $$l = integration ] || joined
+	  layer $$l
 	done
-	printf "pgfleet: each layer's time\n$$times"
+	joined
+	echo "pgfleet: each layer's time"
+	for l in $(LAYERS); do grep "^$$l " $$results || echo "$$l FAILED: no result"; done | sed 's/^/  /' | tee $(LAB)/layer-tally
 	[ ! -f $(LAB)/molecule-times ] || { echo "pgfleet: each scenario's time (MOLECULE_LANES side by side, then MOLECULE_SOLO)"; sed 's/^=== pgfleet: molecule /  /' $(LAB)/molecule-times; }
 	[ ! -s $(LAB)/molecule-failures ] || { echo "pgfleet: the Molecule tests that failed"; cat $(LAB)/molecule-failures; }
 	# pytest's own summary lines of the failed tests, again at the end (CI shows a run's last lines).
 	pytest_failed=$$(for l in unit integration; do [ ! -f $(LAB)/$$l.log ] || grep -a -E "^(FAILED|ERROR) tests/" $(LAB)/$$l.log | cut -c1-300 | sed "s/^/  $$l: /"; done; true)
 	[ -z "$$pytest_failed" ] || printf 'pgfleet: the pytest tests that failed\n%s\n' "$$pytest_failed"
-	echo "pgfleet: test layers took $$(( $$(date +%s) - start )) s${failures:+; failed:$$failures}"
-	echo "layers: $$passed passed, $$failed failed"
-	[ $$failed -eq 0 ]
+	failed=$$(awk '$$2 != "passed" {print $$1}' $(LAB)/layer-tally | xargs)
+	echo "pgfleet: test layers took $$(( $$(date +%s) - start )) s$${failed:+; failed: $$failed}"
+	echo "layers: $$(grep -c ' passed ' $(LAB)/layer-tally || true) passed, $$(grep -vc ' passed ' $(LAB)/layer-tally || true) failed"
+	[ -z "$$failed" ]
 
 lint: venv ## ansible-lint, production profile
 	ansible-lint --profile production
