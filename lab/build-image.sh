@@ -10,7 +10,8 @@ case "$release" in
   *) echo "pgfleet: unsupported Debian release '$release' (bookworm or trixie)" >&2; exit 2 ;;
 esac
 image=localhost/pgfleet-lab:$release
-recipe=$( (cat "$0"; echo "$release") | sha256sum | cut -c1-16)  # the content, not the path it was called by
+pyc_cache=$(dirname "$0")/pyc_cache.py
+recipe=$( (cat "$0" "$pyc_cache"; echo "$release") | sha256sum | cut -c1-16)  # the content, not the path it was called by
 
 if [ "$(podman image inspect --format '{{ index .Labels "pgfleet.recipe" }}' "$image" 2>/dev/null)" = "$recipe" ]; then
   exit 0
@@ -44,6 +45,12 @@ done
 echo "en_US.UTF-8 UTF-8" >"$rootfs/etc/locale.gen"
 chroot "$rootfs" locale-gen >/dev/null
 echo 'LANG=C.UTF-8' >"$rootfs/etc/default/locale"
+# Python keeps the bytecode of Ansible's zipped module payloads (lab/pyc_cache.py says why).
+site=$rootfs/usr/local/lib/python$(chroot "$rootfs" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')/dist-packages
+mkdir -p "$site"
+install -m 0644 "$pyc_cache" "$site/pgfleet_pyc_cache.py"
+echo "import pgfleet_pyc_cache" >"$site/pgfleet_pyc_cache.pth"
+install -d -m 1777 "$rootfs/var/cache/pgfleet-pyc"
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
 # Empty package lists must look stale, or apt's cache_valid_time would trust them.
 touch -d '2000-01-01' "$rootfs/var/lib/apt/lists"
