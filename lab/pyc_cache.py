@@ -12,6 +12,7 @@ archive's current path; the modules run exactly as on a real host, which compile
 task. Loaded at interpreter start by pgfleet_pyc_cache.pth (lab/build-image.sh).
 """
 
+import functools
 import hashlib
 import marshal
 import os
@@ -26,9 +27,11 @@ def _renamed(code, filename):
     return code.replace(co_filename=filename, co_consts=consts)
 
 
-def _own_dir():
-    """This user's directory, or None when another user holds its name."""
-    mine = os.path.join(CACHE_DIR, str(os.getuid()))
+@functools.lru_cache(maxsize=None)
+def _own_dir(cache_dir):
+    """This user's directory, or None when another user holds its name (once per process:
+    a module run imports dozens of files)."""
+    mine = os.path.join(cache_dir, str(os.getuid()))
     try:
         os.mkdir(mine, 0o700)
     except FileExistsError:
@@ -42,7 +45,7 @@ def cached_compile(compile_source):
     """zipimport's _compile_source(pathname, source), kept in CACHE_DIR."""
     def compiled(pathname, source):
         inner = pathname.rpartition(".zip" + os.sep)[2]  # the archive's own path changes per task
-        mine = _own_dir()
+        mine = _own_dir(CACHE_DIR)
         if mine is None:
             return compile_source(pathname, source)
         path = os.path.join(mine, hashlib.sha256(inner.encode() + b"\0" + source).hexdigest())
